@@ -1,0 +1,162 @@
+"""The `flexbill` command line: the same engine the Airflow DAGs call."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import date
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import FlexbillError, InputError
+
+app = typer.Typer(
+    help="flexbill: suspension-aware batch invoicing for flexible-workspace operators.\n\n"
+    "Every command takes --db URL (a SQLAlchemy URL); without it, FLEXBILL_DB_URL, "
+    "then the embedded SQLite file var/flexbill.sqlite.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+DbOption = typer.Option(None, "--db", help="SQLAlchemy URL of the billing database "
+                        "[default: $FLEXBILL_DB_URL, else sqlite:///var/flexbill.sqlite]", show_default=False)
+
+
+def parse_date(text: str, option: str) -> date:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text or ""):
+        raise InputError(f"{option} '{text}' is not a date: use YYYY-MM-DD, e.g. 2026-01-31")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} '{text}' is not a real calendar date: check the day and month") from None
+
+
+def _engine(db: Optional[str]):
+    from .db.connect import make_engine
+
+    return make_engine(db)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(1)
+
+
+def _print_run(summary) -> None:
+    s = summary.stats
+    out.print(f"{summary.billing_date}: published {s['invoices']} invoices ({s['lines']} lines, "
+              f"{s['back_billed_lines']} back-billed), skipped {s['contracts_skipped']} contracts, "
+              f"quarantined {s['quarantined_rows']} rows, {s['events_appended']} rule events "
+              f"[{summary.seconds:.2f}s]", highlight=False)
+    for currency, n, subtotal, tax, total in summary.totals:
+        out.print(f"  {currency}: {n} invoices, subtotal {subtotal}, tax {tax}, total {total}", highlight=False)
+
+
+@app.command("init-db")
+def init_db(db: Optional[str] = DbOption) -> None:
+    """Create every flexbill table that is missing (safe to run again)."""
+    from .db.connect import init_db as create, redact
+
+    engine = _engine(db)
+    created = create(engine)
+    where = redact(engine.url.render_as_string(hide_password=False))
+    out.print(f"created {len(created)} tables in {where}" if created else f"all tables already exist in {where}",
+              highlight=False)
+
+
+@app.command()
+def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD): bills what is owed on D, "
+                                  "as the world was at D+1 00:00 UTC."),
+        db: Optional[str] = DbOption) -> None:
+    """Run billing for one date. Rerunning a date replaces its outputs with the same result."""
+    from .steps import run_billing_date
+
+    d = parse_date(date_, "--date")
+    _print_run(run_billing_date(_engine(db), d))
+
+
+@app.command()
+def backfill(from_: str = typer.Option(..., "--from", help="First billing date (YYYY-MM-DD)."),
+             to: str = typer.Option(..., "--to", help="Last billing date (YYYY-MM-DD), inclusive."),
+             db: Optional[str] = DbOption) -> None:
+    """Run every billing date from --from to --to, in date order, one transaction each."""
+    from .steps import backfill as run_range
+
+    first, last = parse_date(from_, "--from"), parse_date(to, "--to")
+    if first > last:
+        raise InputError(f"--from {first} is after --to {last}: swap them")
+    total = (last - first).days + 1
+    engine = _engine(db)
+    with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("", total=total)
+
+        def step(summary) -> None:
+            bar.update(task, advance=1, description=f"{summary.billing_date} {summary.stats['invoices']} invoices")
+
+        summaries = run_range(engine, first, last, progress=step)
+    invoices = sum(s.stats["invoices"] for s in summaries)
+    out.print(f"backfilled {len(summaries)} dates {first}..{last}: {invoices} invoices", highlight=False)
+
+
+def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str]):
+    from .manual import parse_instant, record_manual_event
+    from .steps import utcnow
+
+    instant = parse_instant(at, utcnow())
+    event = record_manual_event(_engine(db), customer, action, actor, reason, instant)
+    out.print(f"customer {customer}: {action} recorded at {event['occurred_at']:%Y-%m-%d %H:%M:%S} UTC by {actor}",
+              highlight=False)
+
+
+CustomerOpt = typer.Option(..., "--customer", help="Customer id.")
+ActorOpt = typer.Option(..., "--actor", help="Who does it (an admin's e-mail).")
+ReasonOpt = typer.Option(None, "--reason", help="Why, for the audit trail.")
+AtOpt = typer.Option(None, "--at", help="Instant of the event, ISO 8601 (UTC unless an offset is given) "
+                     "[default: now].", show_default=False)
+
+
+@app.command()
+def suspend(customer: int = CustomerOpt, actor: str = ActorOpt, reason: Optional[str] = ReasonOpt,
+            at: Optional[str] = AtOpt, db: Optional[str] = DbOption) -> None:
+    """Suspend a customer: its contracts are not invoiced until a manual lift; periods stay owed."""
+    _manual("suspend", customer, actor, reason, at, db)
+
+
+@app.command()
+def lift(customer: int = CustomerOpt, actor: str = ActorOpt, reason: Optional[str] = ReasonOpt,
+         at: Optional[str] = AtOpt, db: Optional[str] = DbOption) -> None:
+    """Lift a customer's suspension: the next run invoices every period missed while suspended."""
+    _manual("lift", customer, actor, reason, at, db)
+
+
+@app.command()
+def demo(db: Optional[str] = typer.Option(None, "--db", help="Database to build the demo in "
+                                          "[default: sqlite:///var/demo.sqlite, recreated]", show_default=False),
+         days: int = typer.Option(90, "--days", min=1, help="How many days to backfill."),
+         customers: int = typer.Option(2000, "--customers", min=10, help="Synthetic customers."),
+         seed: int = typer.Option(7, "--seed", help="Random seed of the synthetic operator.")) -> None:
+    """Build a synthetic operator, backfill it and print what a billing operator sees."""
+    from .demo import run_demo
+
+    run_demo(db, days=days, customers=customers, seed=seed, console=out, progress_console=err)
+
+
+def main() -> None:
+    try:
+        app()
+    except FlexbillError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("interrupted: the open transaction was rolled back, nothing was written for the current date")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

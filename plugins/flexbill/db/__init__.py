@@ -1,0 +1,1 @@
+"""Database access: the schema, connections, dialect differences and SQL files."""

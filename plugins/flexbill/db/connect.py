@@ -1,0 +1,102 @@
+"""Turning --db / FLEXBILL_DB_URL / the embedded default into a SQLAlchemy engine."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from ..errors import DatabaseError
+from . import schema
+
+ENV_VAR = "FLEXBILL_DB_URL"
+DEFAULT_SQLITE = Path("var") / "flexbill.sqlite"
+
+
+def default_url() -> str:
+    """`FLEXBILL_DB_URL`, else the embedded SQLite file under ./var/."""
+    return os.environ.get(ENV_VAR) or f"sqlite:///{DEFAULT_SQLITE}"
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, safe for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r":[^:@/]*@", ":***@", url)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Autocommit at the driver level: SQLAlchemy's "begin" event below issues
+    # BEGIN IMMEDIATE, so a run holds the write lock for its whole transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=120000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = url or default_url()
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(
+            f"'{redact(url)}' is not a database URL; use e.g. sqlite:///var/flexbill.sqlite "
+            "or postgresql://user@host:5432/dbname"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 120})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise DatabaseError(f"unsupported database '{parsed.get_backend_name()}': use PostgreSQL or SQLite")
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def check_reachable(engine: Engine) -> None:
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(
+            f"cannot connect to {redact(str(engine.url.render_as_string(hide_password=False)))}: {reason}. "
+            "Check that the database server is running and that --db / FLEXBILL_DB_URL is right."
+        ) from None
+
+
+def require_schema(engine: Engine) -> None:
+    """Fail with a clear message when flexbill's tables are missing."""
+    check_reachable(engine)
+    try:
+        present = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot read the database schema: {exc.__class__.__name__}") from None
+    missing = [t.name for t in schema.metadata.sorted_tables if t.name not in present]
+    if missing:
+        raise DatabaseError(
+            f"the database {redact(engine.url.render_as_string(hide_password=False))} has no flexbill tables "
+            f"({', '.join(missing[:4])}{'...' if len(missing) > 4 else ''} missing): run `flexbill init-db` first"
+        )
+
+
+def init_db(engine: Engine) -> list[str]:
+    """Create every table that is missing (idempotent); returns the tables created."""
+    check_reachable(engine)
+    before = set(inspect(engine).get_table_names())
+    schema.metadata.create_all(engine)
+    return [t.name for t in schema.metadata.sorted_tables if t.name not in before]

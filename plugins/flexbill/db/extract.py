@@ -1,0 +1,115 @@
+"""Reading the operator's source tables as of a run's cutoff, into typed DataFrames.
+
+Money, dates and timestamps are read as text and parsed here, the same way on
+both databases: money becomes exact integer cents in `<col>_cents` (never float; tax_rate
+becomes `tax_rate_e4`, ten-thousandths), timestamps
+become naive UTC (an offset, where SQLite holds one, is converted), and a value
+that does not parse becomes missing with its raw text kept in `<col>__raw`, so
+validation can quarantine the row with a reason instead of crashing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, Text, cast, select
+from sqlalchemy.engine import Connection
+
+from . import schema
+
+# The column that says when a row came into existence: rows at or after the
+# cutoff do not exist for the run.
+AS_OF = {
+    "customers": "created_at",
+    "contracts": "created_at",
+    "suspension_events": "occurred_at",
+    "crm_stage_entries": "entered_at",
+}
+TRUE_TEXT = {"1", "true", "t", "yes", "y"}
+FALSE_TEXT = {"0", "false", "f", "no", "n"}
+
+
+def _scaled(raw: pd.Series, scale: int) -> tuple[pd.Series, pd.Series]:
+    """Text -> exact integers of 10^-scale units (cents for money), and a 'malformed' mask."""
+    values, bad = [], []
+    factor = Decimal(10) ** scale
+    for text in raw.tolist():
+        if text is None:
+            values.append(None)
+            bad.append(False)
+            continue
+        try:
+            number = Decimal(str(text).strip()) * factor
+            if not number.is_finite() or number != number.to_integral_value():
+                raise InvalidOperation
+            values.append(int(number))
+            bad.append(False)
+        except (InvalidOperation, ValueError):
+            values.append(None)
+            bad.append(True)
+    return pd.Series(values, index=raw.index, dtype=object), pd.Series(bad, index=raw.index)
+
+
+def _parse(df: pd.DataFrame, table: Table) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    for column in table.columns:
+        raw = df[column.name]
+        kind = column.type
+        if isinstance(kind, Numeric):
+            scale = kind.scale or 0
+            parsed, bad = _scaled(raw, scale)
+        elif isinstance(kind, DateTime):
+            parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+            bad = raw.notna() & parsed.isna()
+        elif isinstance(kind, Date):
+            parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601").astype("datetime64[s]")
+            # a date column holding a time of day is malformed for billing
+            bad = raw.notna() & (parsed.isna() | (parsed != parsed.dt.normalize()))
+            parsed = parsed.where(~bad)
+        elif isinstance(kind, Boolean):
+            lowered = raw.map(lambda v: None if v is None else str(v).strip().lower())
+            parsed = lowered.map(lambda v: True if v in TRUE_TEXT else (False if v in FALSE_TEXT else None))
+            bad = raw.notna() & parsed.isna()
+        elif isinstance(kind, Integer):
+            parsed = pd.to_numeric(raw, errors="coerce")
+            whole = parsed.isna() | (parsed == np.floor(parsed.fillna(0)))
+            bad = (raw.notna() & parsed.isna()) | ~whole
+            parsed = parsed.where(~bad).astype("Int64")
+        else:
+            parsed = raw.astype(object).where(raw.notna(), None)
+            bad = pd.Series(False, index=df.index)
+        name = column.name
+        if isinstance(kind, Numeric):  # exact integers: price_cents, tax_rate_e4
+            name = f"{name}_cents" if (kind.scale or 0) == 2 else f"{name}_e{kind.scale or 0}"
+        out[name] = parsed
+        if bad.any():
+            out[f"{column.name}__raw"] = raw.where(bad)
+    return out
+
+
+def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, where=None) -> pd.DataFrame:
+    """One source table, typed; rows born at or after `cutoff` are left out."""
+    columns = [
+        cast(c, Text).label(c.name) if isinstance(c.type, (Numeric, Date, DateTime, Boolean)) else c
+        for c in table.columns
+    ]
+    stmt = select(*columns)
+    if where is not None:
+        stmt = stmt.where(where)
+    rows = conn.execute(stmt).all()
+    raw = pd.DataFrame(rows, columns=[c.name for c in table.columns], dtype=object)
+    df = _parse(raw, table)
+    when = AS_OF.get(table.name)
+    if cutoff is not None and when is not None:
+        # a row whose instant is unreadable stays visible: validation quarantines it
+        df = df[~(df[when] >= pd.Timestamp(cutoff))]
+    return df.reset_index(drop=True)
+
+
+def snapshot(conn: Connection, cutoff: datetime) -> dict[str, pd.DataFrame]:
+    """Every source table as the world was at `cutoff`."""
+    return {t.name: read_table(conn, t, cutoff) for t in schema.SOURCE_TABLES}

@@ -1,0 +1,222 @@
+"""The one schema definition for PostgreSQL and SQLite (SQLAlchemy Core metadata).
+
+Source tables carry the contract's types, NOT NULL and primary keys, but no CHECK
+and no FOREIGN KEY: operators point flexbill at billing databases it did not
+create, so bad rows are caught by the pipeline (quarantine), not by the database.
+Output tables carry every key the contract names; the unique key on
+invoice_lines (contract_id, period_start) makes double billing an error the
+database refuses.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CHAR,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData()
+
+Money = Numeric(18, 2, asdecimal=True)
+Stamp = DateTime(timezone=False)  # every timestamp is UTC, stored naive
+
+# ---------------------------------------------------------------- source tables
+locations = Table(
+    "locations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("tax_rate", Numeric(6, 4, asdecimal=True), nullable=False),
+    Column("keep_new_accounts_suspended_since", Stamp),
+)
+
+customers = Table(
+    "customers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("location_id", Integer, nullable=False),
+    Column("full_name", Text, nullable=False),
+    Column("email", Text),
+    Column("created_at", Stamp, nullable=False),
+    Column("archived_at", Stamp),
+    Column("portal_access", Boolean, nullable=False, server_default=text("true")),
+)
+
+plans = Table(
+    "plans", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("location_id", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("price", Numeric(12, 2, asdecimal=True), nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("invoice_every_months", Integer, nullable=False, server_default=text("1")),
+    Column("invoice_every_weeks", Integer, nullable=False, server_default=text("0")),
+    Column("suspend_customers_joining_since", Stamp),
+)
+
+contracts = Table(
+    "contracts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Integer, nullable=False),
+    Column("plan_id", Integer, nullable=False),
+    Column("price", Numeric(12, 2, asdecimal=True)),
+    Column("quantity", Integer, nullable=False, server_default=text("1")),
+    Column("start_date", Date, nullable=False),
+    Column("billing_day", Integer),
+    Column("cancellation_date", Date),
+    Column("next_invoice_date", Date),
+    Column("created_at", Stamp, nullable=False),
+)
+
+suspension_events = Table(
+    "suspension_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("customer_id", Integer, nullable=False),
+    Column("occurred_at", Stamp, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("reason", Text),
+    Column("actor", Text),
+    Column("trigger_key", Text, unique=True),
+    Index("ix_suspension_events_customer", "customer_id", "occurred_at"),
+)
+
+crm_boards = Table(
+    "crm_boards", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("location_id", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+)
+
+crm_stages = Table(
+    "crm_stages", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("board_id", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("deactivate_account_since", Stamp),
+)
+
+crm_stage_entries = Table(
+    "crm_stage_entries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Integer, nullable=False),
+    Column("stage_id", Integer, nullable=False),
+    Column("entered_at", Stamp, nullable=False),
+)
+
+SOURCE_TABLES = (
+    locations, customers, plans, contracts, suspension_events,
+    crm_boards, crm_stages, crm_stage_entries,
+)
+
+# ---------------------------------------------------------------- output tables
+invoices = Table(
+    "invoices", metadata,
+    Column("invoice_id", Text, primary_key=True),
+    Column("customer_id", Integer, nullable=False),
+    Column("location_id", Integer, nullable=False),
+    Column("billing_date", Date, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("subtotal", Money, nullable=False),
+    Column("tax", Money, nullable=False),
+    Column("total", Money, nullable=False),
+    UniqueConstraint("customer_id", "billing_date", name="uq_invoices_customer_date"),
+    Index("ix_invoices_billing_date", "billing_date"),
+)
+
+invoice_lines = Table(
+    "invoice_lines", metadata,
+    Column("invoice_id", Text, ForeignKey("invoices.invoice_id", ondelete="CASCADE"), nullable=False),
+    Column("contract_id", Integer, nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price", Numeric(12, 2, asdecimal=True), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("prorated", Boolean, nullable=False),
+    UniqueConstraint("contract_id", "period_start", name="uq_invoice_lines_contract_period"),
+    Index("ix_invoice_lines_invoice", "invoice_id"),
+)
+
+skipped_contracts = Table(
+    "skipped_contracts", metadata,
+    Column("billing_date", Date, nullable=False),
+    Column("contract_id", Integer, nullable=False),
+    Column("customer_id", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("owed_periods", Integer, nullable=False),
+    Column("owed_amount", Money, nullable=False),
+    PrimaryKeyConstraint("billing_date", "contract_id"),
+)
+
+active_user_report = Table(
+    "active_user_report", metadata,
+    Column("report_date", Date, nullable=False),
+    Column("location_id", Integer, nullable=False),
+    Column("members", Integer, nullable=False),
+    Column("active_users", Integer, nullable=False),
+    Column("suspended_members", Integer, nullable=False),
+    Column("suspended_with_portal_access", Integer, nullable=False),
+    Column("contacts", Integer, nullable=False),
+    PrimaryKeyConstraint("report_date", "location_id"),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("billing_date", Date, nullable=False),
+    Column("source_table", Text, nullable=False),
+    Column("row_id", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    PrimaryKeyConstraint("billing_date", "source_table", "row_id"),
+)
+
+# ---------------------------------------------------------------- flexbill's own bookkeeping
+# One row per billing date: what the last attempt did, for finance and for reconciliation.
+billing_runs = Table(
+    "billing_runs", metadata,
+    Column("billing_date", Date, primary_key=True),
+    Column("status", Text, nullable=False),  # published | failed
+    Column("started_at", Stamp, nullable=False),
+    Column("finished_at", Stamp, nullable=False),
+    Column("published_at", Stamp),  # last successful publish of this date
+    Column("contracts_owed", Integer, nullable=False, server_default=text("0")),
+    Column("contracts_invoiced", Integer, nullable=False, server_default=text("0")),
+    Column("contracts_skipped", Integer, nullable=False, server_default=text("0")),
+    Column("contracts_quarantined", Integer, nullable=False, server_default=text("0")),
+    Column("contracts_billed_later", Integer, nullable=False, server_default=text("0")),
+    Column("invoices", Integer, nullable=False, server_default=text("0")),
+    Column("lines", Integer, nullable=False, server_default=text("0")),
+    Column("back_billed_lines", Integer, nullable=False, server_default=text("0")),
+    Column("events_appended", Integer, nullable=False, server_default=text("0")),
+    Column("quarantined_rows", Integer, nullable=False, server_default=text("0")),
+    Column("message", Text),
+)
+
+# Per-contract ledger cursor: every period of the contract that starts before
+# `billed_before` has an invoice line (or lies before next_invoice_date).  A run
+# reads only contracts whose cursor is on or before its billing date, so its cost
+# grows with the work due, not with the length of the history.  It is a cache of
+# invoice_lines, kept in the same transaction as the lines it summarises.
+contract_ledger = Table(
+    "contract_ledger", metadata,
+    Column("contract_id", Integer, primary_key=True, autoincrement=False),
+    Column("billed_before", Date, nullable=False),
+    Index("ix_contract_ledger_billed_before", "billed_before"),
+)
+
+OUTPUT_TABLES = (
+    invoices, invoice_lines, skipped_contracts, active_user_report, quarantine,
+    billing_runs, contract_ledger,
+)

@@ -1,0 +1,62 @@
+"""Money is Decimal, rounded half-up to cents by one named function.
+
+Every line amount is rounded half-up to cents; tax is rounded half-up on the
+invoice subtotal.  Adding amounts in two currencies is an error, never a
+conversion.  The vectorised engine works in integer cents with the same rule
+(`half_up_div`), so both paths agree to the cent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+CENT = Decimal("0.01")
+
+
+def round_cents(value: Decimal) -> Decimal:
+    """Round half-up to cents (0.005 -> 0.01)."""
+    if isinstance(value, float):
+        raise TypeError("money must be Decimal, not float")
+    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def prorate(unit_price: Decimal, quantity: int, days: int, full_days: int) -> Decimal:
+    """unit price x quantity x days / full_days, rounded half-up to cents."""
+    return round_cents(Decimal(unit_price) * quantity * days / full_days)
+
+
+def tax_on(subtotal: Decimal, tax_rate: Decimal) -> Decimal:
+    return round_cents(Decimal(subtotal) * Decimal(tax_rate))
+
+
+def to_cents(value: Decimal) -> int:
+    """Exact Decimal -> integer cents (the value must already be whole cents)."""
+    cents = Decimal(value) * 100
+    if cents != cents.to_integral_value():
+        raise ValueError(f"{value} is not a whole number of cents")
+    return int(cents)
+
+
+def from_cents(cents: int) -> Decimal:
+    return Decimal(int(cents)).scaleb(-2)
+
+
+def half_up_div(numerator, denominator):
+    """Half-up integer division for non-negative integers (scalars or numpy arrays)."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: Decimal
+    currency: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, float):
+            raise TypeError("money must be Decimal, not float")
+
+    def __add__(self, other: "Money") -> "Money":
+        if self.currency != other.currency:
+            raise ValueError(f"cannot add {self.currency} and {other.currency}")
+        return Money(self.amount + other.amount, self.currency)

@@ -1,0 +1,374 @@
+"""Great Expectations gates: source rows in, invoices out.
+
+Inputs: each contract-breaking row kind of the data contract is one expectation
+in the suite of its table, with a `meta.reason` template a person can act on.
+Rows that fail go to `quarantine` and are never billed; rows that depend on a
+quarantined row (a contract on a quarantined plan or customer, a customer of a
+quarantined location...) are quarantined too, naming the row they depend on.
+
+Outputs: the staged invoices, lines, skips and report are checked before
+anything is written; any failure rejects the whole run (nothing is published).
+
+GX Core is called directly, with an ephemeral context (no files); it and pandas
+are imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import string
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+
+from .errors import OutputRejected
+
+SUITE_VERSION = "1"
+CURRENCY = r"^[A-Z]{3}$"
+ACTIONS = ["suspend", "lift"]
+SOURCES = ["manual", "signup", "plan", "crm_stage"]
+SKIP_REASONS = ["suspended", "archived"]
+
+# (expectation class, kwargs, reason template); templates name columns of the checked frame.
+INPUT_RULES: dict[str, list[tuple[str, dict, str]]] = {
+    "locations": [
+        ("ExpectColumnValuesToMatchRegex", {"column": "currency", "regex": CURRENCY},
+         "currency '{currency}' is not an ISO 4217 code: set locations.currency to three capital letters"),
+        ("ExpectColumnValuesToBeBetween", {"column": "tax_rate_e4", "min_value": 0, "max_value": 10000},
+         "tax_rate {tax_rate} is outside 0..1: set locations.tax_rate (0.2000 means 20 %)"),
+    ],
+    "plans": [
+        ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
+         "location {location_id} does not exist: fix plans.location_id or add the location"),
+        ("ExpectColumnValuesToBeBetween", {"column": "price_cents", "min_value": 0},
+         "price {price} is negative: set plans.price to 0 or more"),
+        ("ExpectColumnPairValuesToBeEqual",
+         {"column_A": "currency", "column_B": "location_currency", "ignore_row_if": "either_value_is_missing"},
+         "currency {currency} differs from its location's {location_currency}: set plans.currency to {location_currency}"),
+        ("ExpectColumnValuesToBeInSet", {"column": "positive_steps", "value_set": [1]},
+         "invoice_every_months={invoice_every_months} and invoice_every_weeks={invoice_every_weeks}: "
+         "exactly one of them must be greater than 0 and neither negative"),
+    ],
+    "customers": [
+        ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
+         "location {location_id} does not exist: fix customers.location_id or add the location"),
+    ],
+    "contracts": [
+        ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
+         "customer {customer_id} does not exist: fix contracts.customer_id or add the customer"),
+        ("ExpectColumnValuesToBeInSet", {"column": "plan_found", "value_set": [True]},
+         "plan {plan_id} does not exist: fix contracts.plan_id or add the plan"),
+        ("ExpectColumnValuesToBeBetween", {"column": "quantity", "min_value": 1},
+         "quantity {quantity} is not positive: set contracts.quantity to 1 or more"),
+        ("ExpectColumnValuesToBeBetween", {"column": "price_cents", "min_value": 0},
+         "price {price} is negative: set contracts.price to 0 or more, or to null for the plan's price"),
+        ("ExpectColumnPairValuesToBeEqual",
+         {"column_A": "plan_currency", "column_B": "customer_currency", "ignore_row_if": "either_value_is_missing"},
+         "plan {plan_id} bills in {plan_currency} but the customer's location bills in {customer_currency}: "
+         "move the contract to a {customer_currency} plan"),
+        ("ExpectColumnValuesToBeBetween", {"column": "billing_day", "min_value": 1, "max_value": 28},
+         "billing_day {billing_day} is outside 1..28: set contracts.billing_day to 1..28 or null for the anniversary"),
+        ("ExpectColumnValuesToBeNull", {"column": "weekly_billing_day"},
+         "billing_day {billing_day} is set on weekly plan {plan_id}: set contracts.billing_day to null"),
+        ("ExpectColumnPairValuesAToBeGreaterThanB",
+         {"column_A": "cancellation_date", "column_B": "start_date", "or_equal": True,
+          "ignore_row_if": "either_value_is_missing"},
+         "cancellation_date {cancellation_date} is before start_date {start_date}: correct one of them"),
+    ],
+    "suspension_events": [
+        ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
+         "customer {customer_id} does not exist: fix suspension_events.customer_id"),
+        ("ExpectColumnValuesToBeInSet", {"column": "action", "value_set": ACTIONS},
+         "action '{action}' is unknown: it must be 'suspend' or 'lift'"),
+        ("ExpectColumnValuesToBeInSet", {"column": "source", "value_set": SOURCES},
+         "source '{source}' is unknown: it must be manual, signup, plan or crm_stage"),
+        ("ExpectColumnValuesToBeInSet", {"column": "lift_source", "value_set": ["manual"]},
+         "a lift with source '{source}': only a manual lift ends a suspension; record lifts with `flexbill lift`"),
+    ],
+    "crm_boards": [
+        ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
+         "location {location_id} does not exist: fix crm_boards.location_id"),
+    ],
+    "crm_stages": [
+        ("ExpectColumnValuesToBeInSet", {"column": "board_found", "value_set": [True]},
+         "board {board_id} does not exist: fix crm_stages.board_id"),
+    ],
+    "crm_stage_entries": [
+        ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
+         "customer {customer_id} does not exist: fix crm_stage_entries.customer_id"),
+        ("ExpectColumnValuesToBeInSet", {"column": "stage_found", "value_set": [True]},
+         "stage {stage_id} does not exist: fix crm_stage_entries.stage_id"),
+    ],
+}
+
+# (table, column holding the parent id, parent table)
+DEPENDENCIES = [
+    ("customers", "location_id", "locations"),
+    ("plans", "location_id", "locations"),
+    ("crm_boards", "location_id", "locations"),
+    ("crm_stages", "board_id", "crm_boards"),
+    ("contracts", "plan_id", "plans"),
+    ("contracts", "customer_id", "customers"),
+    ("crm_stage_entries", "stage_id", "crm_stages"),
+]
+
+OUTPUT_RULES: dict[str, list[tuple[str, dict, str]]] = {
+    "invoice_lines": [
+        ("ExpectColumnValuesToBeBetween", {"column": "amount_cents", "min_value": 0},
+         "a line amount is negative"),
+        ("ExpectColumnPairValuesAToBeGreaterThanB",
+         {"column_A": "full_cents", "column_B": "amount_cents", "or_equal": True},
+         "a line amount exceeds a full period's price x quantity"),
+        ("ExpectColumnPairValuesAToBeGreaterThanB", {"column_A": "period_end", "column_B": "period_start"},
+         "a line's period is empty or reversed"),
+        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["contract_id", "period_start"]},
+         "a period is invoiced twice"),
+        ("ExpectColumnValuesToNotBeNull", {"column": "invoice_id"}, "a line belongs to no invoice"),
+    ],
+    "invoices": [
+        ("ExpectColumnValuesToBeUnique", {"column": "invoice_id"}, "an invoice id is used twice"),
+        ("ExpectColumnPairValuesToBeEqual", {"column_A": "subtotal_cents", "column_B": "lines_cents"},
+         "an invoice subtotal differs from the sum of its lines"),
+        ("ExpectColumnPairValuesToBeEqual", {"column_A": "total_cents", "column_B": "subtotal_plus_tax"},
+         "an invoice total differs from subtotal + tax"),
+        ("ExpectColumnValuesToBeBetween", {"column": "tax_cents", "min_value": 0}, "a tax is negative"),
+        ("ExpectColumnValuesToMatchRegex", {"column": "currency", "regex": CURRENCY}, "an invoice currency is invalid"),
+    ],
+    "skipped_contracts": [
+        ("ExpectColumnValuesToBeInSet", {"column": "reason", "value_set": SKIP_REASONS}, "a skip reason is unknown"),
+        ("ExpectColumnValuesToBeBetween", {"column": "owed_periods", "min_value": 1},
+         "a skipped contract owes no period"),
+    ],
+    "active_user_report": [
+        ("ExpectColumnPairValuesToBeEqual", {"column_A": "members", "column_B": "active_plus_suspended"},
+         "members differ from active + suspended"),
+        ("ExpectColumnPairValuesAToBeGreaterThanB",
+         {"column_A": "suspended_members", "column_B": "suspended_with_portal_access", "or_equal": True},
+         "more suspended members with portal access than suspended members"),
+    ],
+}
+
+
+class _Gx:
+    """One ephemeral GX context per process, with a dataframe asset per checked table."""
+
+    _instance: "_Gx | None" = None
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        try:
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        except (ImportError, AttributeError):  # pragma: no cover - older GX
+            pass
+        self.source = self.context.data_sources.add_pandas("flexbill")
+        self.batches: dict[str, object] = {}
+        self.suites: dict[str, object] = {}
+
+    @classmethod
+    def get(cls) -> "_Gx":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def suite(self, name: str, rules) -> object:
+        if name not in self.suites:
+            expectations = []
+            for kind, kwargs, note in rules:
+                expectations.append(getattr(self.gx.expectations, kind)(**kwargs, meta={"reason": note}))
+            self.suites[name] = self.gx.ExpectationSuite(name=name, expectations=expectations)
+        return self.suites[name]
+
+    def validate(self, name: str, rules, frame):
+        if name not in self.batches:
+            asset = self.source.add_dataframe_asset(name)
+            self.batches[name] = asset.add_batch_definition_whole_dataframe(name)
+        batch = self.batches[name].get_batch(batch_parameters={"dataframe": frame})
+        return batch.validate(self.suite(f"flexbill.{name}.v{SUITE_VERSION}", rules),
+                              result_format={"result_format": "COMPLETE"})
+
+
+@dataclass
+class InputVerdict:
+    valid: dict  # table -> DataFrame of rows that may be billed
+    quarantine: "object"  # DataFrame: source_table, row_id, reason
+    reasons: dict = field(default_factory=dict)  # (table, id) -> reason
+
+
+class _Formatter(string.Formatter):
+    def get_value(self, key, args, kwargs):
+        value = kwargs.get(key)
+        return "null" if value is None or value != value else value
+
+
+_FORMAT = _Formatter()
+CACHE_MAX_ROWS = 200_000
+_CACHE: "OrderedDict[tuple[str, str], dict]" = OrderedDict()
+
+
+def _money_text(cents) -> object:
+    if cents is None or cents != cents:
+        return None
+    from .money import from_cents
+
+    return from_cents(int(cents))
+
+
+def _check_frames(src: dict) -> dict:
+    """Per table, the frame its expectations read: the row plus what it is checked against."""
+    import pandas as pd
+
+    def ids(name):
+        return set(src[name]["id"].dropna().tolist())
+
+    from .frames import lookup
+
+    frames = {"locations": src["locations"].assign(
+        tax_rate=src["locations"]["tax_rate_e4"].map(lambda v: None if v is None or v != v else int(v) / 10000))}
+
+    plans = src["plans"]
+    steps = (plans["invoice_every_months"].fillna(-1) > 0).astype(int) + (plans["invoice_every_weeks"].fillna(-1) > 0).astype(int)
+    negative = (plans["invoice_every_months"].fillna(0) < 0) | (plans["invoice_every_weeks"].fillna(0) < 0)
+    frames["plans"] = plans.assign(
+        location_found=plans["location_id"].isin(ids("locations")),
+        location_currency=lookup(plans["location_id"], src["locations"], "currency"),
+        positive_steps=steps.where(~negative, -1),
+        price=plans["price_cents"].map(_money_text),
+    )
+    customers = src["customers"]
+    frames["customers"] = customers.assign(location_found=customers["location_id"].isin(ids("locations")))
+
+    contracts = src["contracts"]
+    weekly = lookup(contracts["plan_id"], plans, "invoice_every_weeks").fillna(0) > 0
+    customer_location = lookup(contracts["customer_id"], customers, "location_id")
+    frames["contracts"] = contracts.assign(
+        customer_found=contracts["customer_id"].isin(ids("customers")),
+        plan_found=contracts["plan_id"].isin(ids("plans")),
+        plan_currency=lookup(contracts["plan_id"], plans, "currency"),
+        customer_currency=lookup(customer_location, src["locations"], "currency"),
+        weekly_billing_day=contracts["billing_day"].where(weekly),
+        price=contracts["price_cents"].map(_money_text),
+    )
+    events = src["suspension_events"]
+    frames["suspension_events"] = events.assign(
+        customer_found=events["customer_id"].isin(ids("customers")),
+        lift_source=events["source"].where(events["action"] == "lift"),
+    )
+    frames["crm_boards"] = src["crm_boards"].assign(location_found=src["crm_boards"]["location_id"].isin(ids("locations")))
+    frames["crm_stages"] = src["crm_stages"].assign(board_found=src["crm_stages"]["board_id"].isin(ids("crm_boards")))
+    entries = src["crm_stage_entries"]
+    frames["crm_stage_entries"] = entries.assign(
+        customer_found=entries["customer_id"].isin(ids("customers")),
+        stage_found=entries["stage_id"].isin(ids("crm_stages")),
+    )
+    for name, frame in frames.items():  # GX wants plain object columns for mixed values
+        frames[name] = pd.DataFrame(frame).reset_index(drop=True)
+    return frames
+
+
+def _required_rules(table) -> list[tuple[str, dict, str]]:
+    rules = []
+    for column in table.columns:
+        if not column.nullable and not column.primary_key:
+            name = column.name
+            if column.type.__class__.__name__ == "Numeric":
+                name = f"{name}_cents" if (column.type.scale or 0) == 2 else f"{name}_e{column.type.scale}"
+            rules.append(("ExpectColumnValuesToNotBeNull", {"column": name},
+                          f"{table.name}.{column.name} is missing or malformed ('{{{column.name}__raw}}'): "
+                          f"set a valid value"))
+    return rules
+
+
+def _table_rules(name: str):
+    from .db import schema
+
+    return _required_rules(schema.metadata.tables[name]) + INPUT_RULES[name]
+
+
+def _failures(name: str, frame) -> dict:
+    """{row position: [reason, ...]} for one table, memoised on the frame's content."""
+    import pandas as pd
+
+    if frame.empty:
+        return {}
+    key = None
+    if len(frame) <= CACHE_MAX_ROWS:  # a backfill re-validates unchanged tables for free
+        digest = hashlib.sha1(pd.util.hash_pandas_object(frame.astype(str), index=True).values.tobytes())
+        key = (name, digest.hexdigest())
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    rules = _table_rules(name)
+    for _, _, note in rules:  # columns a template names must exist for formatting
+        for _, field_name, _, _ in _FORMAT.parse(note):
+            if field_name and field_name not in frame.columns:
+                frame[field_name] = None
+    result = _Gx.get().validate(f"inputs.{name}", rules, frame)
+    failures: dict[int, list[str]] = defaultdict(list)
+    records = frame.to_dict("index")
+    for res in result.results:
+        if res.success:
+            continue
+        note = res.expectation_config.meta["reason"]
+        for position in res.result.get("unexpected_index_list") or []:
+            failures[int(position)].append(_FORMAT.format(note, **records[int(position)]))
+    if key is not None:
+        _CACHE[key] = dict(failures)
+        while len(_CACHE) > 64:
+            _CACHE.popitem(last=False)
+    return dict(failures)
+
+
+def check_inputs(src: dict) -> InputVerdict:
+    """Quarantine every contract-breaking source row (and the rows that depend on one)."""
+    import pandas as pd
+
+    frames = _check_frames(src)
+    reasons: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for name, frame in frames.items():
+        for position, notes in _failures(name, frame).items():
+            row_id = frame.at[position, "id"]
+            reasons[(name, int(row_id))].extend(notes)
+    for table, column, parent in DEPENDENCIES:  # in dependency order: parents first
+        bad_parents = {rid: "; ".join(n) for (t, rid), n in reasons.items() if t == parent}
+        if not bad_parents:
+            continue
+        frame = src[table]
+        hit = frame[frame[column].isin(list(bad_parents))]
+        singular = parent.rstrip("s").replace("crm_", "").replace("_entrie", " entry")
+        for row_id, parent_id in zip(hit["id"].tolist(), hit[column].tolist()):
+            reasons[(table, int(row_id))].append(
+                f"depends on quarantined {singular} {int(parent_id)} ({bad_parents[int(parent_id)]})")
+    rows = sorted((t, rid, "; ".join(notes)) for (t, rid), notes in reasons.items())
+    quarantine = pd.DataFrame(rows, columns=["source_table", "row_id", "reason"])
+    valid = {}
+    for name, frame in src.items():
+        bad = {rid for (t, rid) in reasons if t == name}
+        valid[name] = frame[~frame["id"].isin(list(bad))].reset_index(drop=True) if bad else frame
+    return InputVerdict(valid=valid, quarantine=quarantine,
+                        reasons={k: "; ".join(v) for k, v in reasons.items()})
+
+
+def check_outputs(frames: dict) -> None:
+    """Raise OutputRejected (nothing is published) when a staged output breaks a rule."""
+    problems = []
+    for name, rules in OUTPUT_RULES.items():
+        frame = frames.get(name)
+        if frame is None or frame.empty:
+            continue
+        result = _Gx.get().validate(f"outputs.{name}", rules, frame.reset_index(drop=True))
+        for res in result.results:
+            if not res.success:
+                count = res.result.get("unexpected_count")
+                problems.append(f"{name}: {res.expectation_config.meta['reason']}"
+                                + (f" ({count} rows)" if count else ""))
+    if problems:
+        raise OutputRejected(
+            "output validation failed, nothing was published: " + "; ".join(problems)
+            + ". This is a flexbill defect or a tampered staging result: keep the database as it is and report it."
+        )

@@ -29,7 +29,7 @@ LATER, NEW = "later", "new"
 def invoice_id(billing_date: date, customer_id) -> pd.Series | str:
     prefix = f"INV-{billing_date:%Y%m%d}-"
     if isinstance(customer_id, pd.Series):
-        return prefix + customer_id.astype("int64").map("{:07d}".format)
+        return prefix + customer_id.astype("int64").astype(str).str.zfill(7)
     return f"{prefix}{int(customer_id):07d}"
 
 

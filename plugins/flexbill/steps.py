@@ -75,7 +75,7 @@ def _clear_date(conn: Connection, d: date) -> None:
 
 
 def _frame(conn: Connection, stmt, params: dict, columns: list[str]) -> pd.DataFrame:
-    rows = conn.execute(stmt, params).all()
+    rows = [tuple(r) for r in conn.execute(stmt, params)]
     df = pd.DataFrame(rows, columns=columns, dtype=object)
     for c in columns:
         if c in ("period_start", "billing_date"):
@@ -232,6 +232,9 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None) ->
 def backfill(engine: Engine, first: date, last: date, progress: Callable[[RunSummary], None] | None = None) -> list[RunSummary]:
     """Run every date from `first` to `last`, in order; stops at the first failure."""
     summaries = []
+    require_schema(engine)
+    with engine.connect() as conn:  # validate each row version once for the whole range
+        validation.prime(extract.snapshot(conn, cutoff_of(last)))
     d = first
     while d <= last:
         summary = run_billing_date(engine, d)

@@ -1,0 +1,115 @@
+"""What a billing operator reads after a range of runs: totals, skips, back-billing, quarantine, users."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from rich.console import Console
+from rich.table import Table as RichTable
+from sqlalchemy import and_, func, select
+
+from .db import schema as s
+
+
+def _table(title: str, *columns: str) -> RichTable:
+    table = RichTable(title=title, title_justify="left", title_style="bold")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    return table
+
+
+def invoice_totals(conn, first: date, last: date):
+    i = s.invoices
+    return conn.execute(
+        select(i.c.currency, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax), func.sum(i.c.total))
+        .where(i.c.billing_date.between(first, last)).group_by(i.c.currency).order_by(i.c.currency)).all()
+
+
+def skipped_by_reason(conn, first: date, last: date):
+    k = s.skipped_contracts
+    return conn.execute(
+        select(k.c.reason, func.count(func.distinct(k.c.contract_id)), func.count())
+        .where(k.c.billing_date.between(first, last)).group_by(k.c.reason).order_by(k.c.reason)).all()
+
+
+def back_billed(conn, first: date, last: date):
+    """Lines for periods that started before their billing date: missed while suspended, billed after a lift."""
+    i, li = s.invoices, s.invoice_lines
+    return conn.execute(
+        select(i.c.currency, func.count(func.distinct(i.c.customer_id)), func.count(), func.sum(li.c.amount))
+        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+        .where(i.c.billing_date.between(first, last), li.c.period_start < i.c.billing_date)
+        .group_by(i.c.currency).order_by(i.c.currency)).all()
+
+
+def quarantine_rows(conn, billing_date: date):
+    q = s.quarantine
+    return conn.execute(select(q.c.source_table, q.c.row_id, q.c.reason)
+                        .where(q.c.billing_date == billing_date).order_by(q.c.source_table, q.c.row_id)).all()
+
+
+def active_users(conn, billing_date: date):
+    r, loc = s.active_user_report, s.locations
+    return conn.execute(
+        select(r.c.location_id, loc.c.name, r.c.members, r.c.active_users, r.c.suspended_members,
+               r.c.suspended_with_portal_access, r.c.contacts)
+        .select_from(r.outerjoin(loc, loc.c.id == r.c.location_id))
+        .where(r.c.report_date == billing_date).order_by(r.c.location_id)).all()
+
+
+def run_row(conn, billing_date: date):
+    return conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == billing_date)).mappings().first()
+
+
+def rule_events(conn):
+    e = s.suspension_events
+    return conn.execute(select(e.c.source, e.c.action, func.count()).group_by(e.c.source, e.c.action)
+                        .order_by(e.c.source, e.c.action)).all()
+
+
+def print_summary(engine, first: date, last: date, console: Console) -> None:
+    with engine.connect() as conn:
+        t = _table(f"Invoices {first} .. {last}", "currency", "invoices", "subtotal", "tax", "total")
+        for cur, n, sub, tax, tot in invoice_totals(conn, first, last):
+            t.add_row(cur, str(n), f"{sub:,.2f}", f"{tax:,.2f}", f"{tot:,.2f}")
+        console.print(t)
+
+        t = _table("Skipped contracts (periods stay owed)", "reason", "contracts", "skip rows (contract x date)")
+        for reason, contracts, n in skipped_by_reason(conn, first, last):
+            t.add_row(reason, str(contracts), str(n))
+        console.print(t)
+
+        t = _table("Back-billed after lifts (periods invoiced after their start date)", "currency", "customers",
+                   "periods", "amount")
+        for cur, customers, n, amount in back_billed(conn, first, last):
+            t.add_row(cur, str(customers), str(n), f"{amount:,.2f}")
+        console.print(t)
+
+        t = _table("Suspension events by source", "source", "action", "events")
+        for source, action, n in rule_events(conn):
+            t.add_row(source, action, str(n))
+        console.print(t)
+
+        rows = quarantine_rows(conn, last)
+        t = _table(f"Quarantined rows on {last} ({len(rows)}): never billed, fix them in the billing database",
+                   "row", "reason")
+        for table, rid, reason in rows:
+            t.add_row(f"{table} {rid}", reason)
+        t.columns[1].justify = "left"
+        console.print(t)
+
+        t = _table(f"Active-user report {last}", "location", "members", "active", "suspended",
+                   "suspended w/ portal", "contacts")
+        for lid, name, m, a, su, sp, c in active_users(conn, last):
+            t.add_row(f"{lid} {name or '?'}", str(m), str(a), str(su), str(sp), str(c))
+        console.print(t)
+
+        run = run_row(conn, last)
+        if run:
+            ok = run["contracts_owed"] + run["contracts_quarantined"] == (
+                run["contracts_invoiced"] + run["contracts_skipped"] + run["contracts_quarantined"]
+                + run["contracts_billed_later"])
+            console.print(
+                f"Reconciliation {last}: {run['contracts_owed']} contracts owed = {run['contracts_invoiced']} invoiced "
+                f"+ {run['contracts_skipped']} skipped + {run['contracts_billed_later']} billed on later dates; "
+                f"{run['contracts_quarantined']} contracts quarantined: {'[green]OK[/]' if ok else '[red]MISMATCH[/]'}")

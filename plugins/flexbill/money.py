@@ -14,24 +14,31 @@ from decimal import ROUND_HALF_UP, Decimal
 CENT = Decimal("0.01")
 
 
+def _no_float(*values) -> None:
+    if any(isinstance(v, float) for v in values):
+        raise TypeError("money must be Decimal, not float")
+
+
 def round_cents(value: Decimal) -> Decimal:
     """Round half-up to cents (0.005 -> 0.01)."""
-    if isinstance(value, float):
-        raise TypeError("money must be Decimal, not float")
+    _no_float(value)
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def prorate(unit_price: Decimal, quantity: int, days: int, full_days: int) -> Decimal:
     """unit price x quantity x days / full_days, rounded half-up to cents."""
+    _no_float(unit_price)
     return round_cents(Decimal(unit_price) * quantity * days / full_days)
 
 
 def tax_on(subtotal: Decimal, tax_rate: Decimal) -> Decimal:
+    _no_float(subtotal, tax_rate)
     return round_cents(Decimal(subtotal) * Decimal(tax_rate))
 
 
 def to_cents(value: Decimal) -> int:
     """Exact Decimal -> integer cents (the value must already be whole cents)."""
+    _no_float(value)
     cents = Decimal(value) * 100
     if cents != cents.to_integral_value():
         raise ValueError(f"{value} is not a whole number of cents")
@@ -53,8 +60,7 @@ class Money:
     currency: str
 
     def __post_init__(self) -> None:
-        if isinstance(self.amount, float):
-            raise TypeError("money must be Decimal, not float")
+        _no_float(self.amount)
 
     def __add__(self, other: "Money") -> "Money":
         if self.currency != other.currency:

@@ -145,13 +145,19 @@ def _add_bad_rows(rows: dict, plan_id: int, contract_id: int, customers: int, ev
     rows["plans"].append(dict(id=plan_id + 2, location_id=3, name="Imported plan (wrong currency)",
                               price=Decimal("100.00"), currency="EUR", invoice_every_months=1, invoice_every_weeks=0,
                               suspend_customers_joining_since=None))
+    by_location = {}
+    for c in rows["customers"]:
+        by_location.setdefault(c["location_id"], []).append(c["id"])
+    lisbon, london = by_location[1], by_location[2]  # plans 1..7 are Lisbon's, 8..14 London's
     bad = [
-        dict(customer_id=1, plan_id=plan_id + 1, quantity=1, billing_day=None, start=first),  # on a quarantined plan
-        dict(customer_id=2, plan_id=1, quantity=0, billing_day=None, start=first),  # zero quantity
-        dict(customer_id=3, plan_id=1, quantity=1, billing_day=31, start=first),  # billing day out of range
-        dict(customer_id=4, plan_id=4, quantity=1, billing_day=5, start=first),  # billing day on a weekly plan
+        dict(customer_id=london[0], plan_id=plan_id + 1, quantity=1, billing_day=None, start=first),  # quarantined plan
+        dict(customer_id=lisbon[0], plan_id=1, quantity=0, billing_day=None, start=first),  # zero quantity
+        dict(customer_id=lisbon[1], plan_id=2, quantity=1, billing_day=31, start=first),  # billing day out of range
+        dict(customer_id=lisbon[2], plan_id=4, quantity=1, billing_day=5, start=first),  # billing day on a weekly plan
         dict(customer_id=customers + 50, plan_id=1, quantity=1, billing_day=None, start=first),  # missing customer
-        dict(customer_id=5, plan_id=1, quantity=1, billing_day=None, start=first, cancel=first - timedelta(days=9)),
+        dict(customer_id=lisbon[3], plan_id=1, quantity=1, billing_day=None, start=first,
+             cancel=first - timedelta(days=9)),  # cancelled before it starts
+        dict(customer_id=lisbon[4], plan_id=8, quantity=1, billing_day=None, start=first),  # GBP plan, EUR customer
     ]
     for i, b in enumerate(bad, start=1):
         rows["contracts"].append(dict(id=contract_id + i, customer_id=b["customer_id"], plan_id=b["plan_id"], price=None,
@@ -159,7 +165,7 @@ def _add_bad_rows(rows: dict, plan_id: int, contract_id: int, customers: int, ev
                                       cancellation_date=b.get("cancel"), next_invoice_date=None, created_at=t))
     rows["customers"].append(dict(id=customers + 1, location_id=9, full_name="Orphan member", email=None,
                                   created_at=t, archived_at=None, portal_access=True))
-    rows["suspension_events"].append(dict(id=event_id + 1, customer_id=6, occurred_at=t, action="lift",
+    rows["suspension_events"].append(dict(id=event_id + 1, customer_id=lisbon[5], occurred_at=t, action="lift",
                                           source="plan", reason="auto-lift by an old script", actor=None,
                                           trigger_key=None))
 

@@ -75,7 +75,7 @@ def _clear_date(conn: Connection, d: date) -> None:
 
 
 def _frame(conn: Connection, stmt, params: dict, columns: list[str]) -> pd.DataFrame:
-    rows = [tuple(r) for r in conn.execute(stmt, params)]
+    rows = [tuple(r) for r in conn.execute(stmt, params).fetchall()]
     df = pd.DataFrame(rows, columns=columns, dtype=object)
     for c in columns:
         if c in ("period_start", "billing_date"):

@@ -191,9 +191,15 @@ class InputVerdict:
 
 
 class _Formatter(string.Formatter):
+    """Formats reason templates: missing values read 'null', midnight timestamps read as dates."""
+
     def get_value(self, key, args, kwargs):
         value = kwargs.get(key)
-        return "null" if value is None or value != value else value
+        if value is None or value != value:
+            return "null"
+        if hasattr(value, "normalize") and value == value.normalize():
+            return value.date().isoformat()
+        return value
 
 
 _FORMAT = _Formatter()

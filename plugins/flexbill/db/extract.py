@@ -100,7 +100,7 @@ def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, w
     stmt = select(*columns)
     if where is not None:
         stmt = stmt.where(where)
-    rows = [tuple(r) for r in conn.execute(stmt)]  # plain tuples: DataFrame probes Row attributes slowly
+    rows = [tuple(r) for r in conn.execute(stmt).fetchall()]  # plain tuples: DataFrame probes Row attributes slowly
     raw = pd.DataFrame(rows, columns=[c.name for c in table.columns], dtype=object)
     df = _parse(raw, table)
     when = AS_OF.get(table.name)

@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 120)  # readable tables in logs and CI too
 err = Console(stderr=True)
 
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL of the billing database "

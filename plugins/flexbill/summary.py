@@ -104,12 +104,26 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
             t.add_row(f"{lid} {name or '?'}", str(m), str(a), str(su), str(sp), str(c))
         console.print(t)
 
-        run = run_row(conn, last)
-        if run:
-            ok = run["contracts_owed"] + run["contracts_quarantined"] == (
-                run["contracts_invoiced"] + run["contracts_skipped"] + run["contracts_quarantined"]
-                + run["contracts_billed_later"])
-            console.print(
-                f"Reconciliation {last}: {run['contracts_owed']} contracts owed = {run['contracts_invoiced']} invoiced "
-                f"+ {run['contracts_skipped']} skipped + {run['contracts_billed_later']} billed on later dates; "
-                f"{run['contracts_quarantined']} contracts quarantined: {'[green]OK[/]' if ok else '[red]MISMATCH[/]'}")
+        line = reconciliation(conn, last)
+        if line:
+            console.print(line)
+
+
+def reconciliation(conn, billing_date: date) -> str | None:
+    """The run's counts checked against what its output tables hold."""
+    run = run_row(conn, billing_date)
+    if run is None:
+        return None
+    i, li, k, q = s.invoices, s.invoice_lines, s.skipped_contracts, s.quarantine
+    invoiced = conn.execute(select(func.count(func.distinct(li.c.contract_id)))
+                            .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+                            .where(i.c.billing_date == billing_date)).scalar_one()
+    skipped = conn.execute(select(func.count()).where(k.c.billing_date == billing_date)).scalar_one()
+    quarantined = conn.execute(select(func.count()).where(
+        and_(q.c.billing_date == billing_date, q.c.source_table == "contracts"))).scalar_one()
+    ok = (run["contracts_owed"] == invoiced + skipped + run["contracts_billed_later"]
+          and (run["contracts_invoiced"], run["contracts_skipped"], run["contracts_quarantined"])
+          == (invoiced, skipped, quarantined))
+    return (f"Reconciliation {billing_date}: {run['contracts_owed']} contracts with owed periods = {invoiced} invoiced "
+            f"+ {skipped} skipped + {run['contracts_billed_later']} billed on later dates; {quarantined} contracts "
+            f"quarantined: {'[green]OK[/]' if ok else '[red]MISMATCH[/]'}")

@@ -197,7 +197,7 @@ class _Formatter(string.Formatter):
         value = kwargs.get(key)
         if value is None or value != value:
             return "null"
-        if hasattr(value, "normalize") and value == value.normalize():
+        if hasattr(value, "date") and hasattr(value, "normalize") and value == value.normalize():
             return value.date().isoformat()
         return value
 

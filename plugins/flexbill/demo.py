@@ -130,6 +130,9 @@ def build_operator(engine, customers: int, first: date, last: date, seed: int) -
                 action="lift", source="manual", reason="ID checked", actor="frontdesk@operator.example",
                 trigger_key=None))
     _add_bad_rows(rows, plan_id, contract_id, customers, event_id, first)
+    for event in rows["suspension_events"]:  # the database numbers events, as it does for the pipeline's own
+        event.pop("id")
+    rows["suspension_events"].sort(key=lambda e: e["occurred_at"])
     with engine.begin() as conn:
         for table in s.SOURCE_TABLES:
             dialect.insert_rows(conn, table, rows[table.name])

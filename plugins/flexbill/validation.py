@@ -306,14 +306,13 @@ def _gx_failures(name: str, frame) -> dict:
         return {}
     result = gx.validate(f"inputs.{name}", rules, frame, "COMPLETE")
     failures: dict[int, list[str]] = defaultdict(list)
-    records = None
     for res in result.results:
         if res.success:
             continue
-        records = records or frame.to_dict("index")
         note = res.expectation_config.meta["reason"]
-        for position in res.result.get("unexpected_index_list") or []:
-            failures[int(position)].append(_FORMAT.format(note, **records[int(position)]))
+        positions = [int(p) for p in res.result.get("unexpected_index_list") or []]
+        for position, record in zip(positions, frame.iloc[positions].to_dict("records")):
+            failures[position].append(_FORMAT.format(note, **record))
     return failures
 
 
@@ -333,7 +332,8 @@ def _failures(name: str, frame) -> dict:
         for _, field_name, _, _ in _FORMAT.parse(note):
             if field_name and field_name not in frame.columns:
                 frame[field_name] = None
-    hashes = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
+    typed = frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
+    hashes = pd.util.hash_pandas_object(typed, index=False).to_numpy()
     cache = _ROW_VERDICTS.setdefault(name, {})
     if len(cache) > ROW_CACHE_MAX:
         cache.clear()

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from . import rules, validation
+from .steps import apply_rules
 from .db import dialect, extract, schema
 from .db.connect import require_schema
 from .errors import EventRefused, InputError
@@ -57,22 +58,8 @@ def record_manual_event(engine: Engine, customer_id: int, action: str, actor: st
         src = _customer_snapshot(conn, customer_id, at + timedelta(microseconds=1))
         exists = bool(conn.execute(select(schema.customers.c.id).where(schema.customers.c.id == customer_id)).first())
         verdict = validation.check_inputs(src)
-        valid = verdict.valid
-        recorded = set(conn.execute(select(schema.suspension_events.c.trigger_key).where(
-            schema.suspension_events.c.customer_id == customer_id,
-            schema.suspension_events.c.trigger_key.is_not(None))).scalars())
-        new = rules.triggered_events(valid, recorded)
-        new = new[new["customer_id"] == customer_id]
-        dialect.insert_ignoring_conflicts(conn, schema.suspension_events, [
-            {**r, "customer_id": int(r["customer_id"]), "occurred_at": pd.Timestamp(r["occurred_at"]).to_pydatetime()}
-            for r in new.to_dict("records")], "trigger_key")
-        events = src["suspension_events"]
-        events = events[events["customer_id"] == customer_id]
-        if not new.empty:
-            top = int(events["id"].max()) if len(events) else 0
-            events = pd.concat([events, new.assign(id=range(top + 1, top + 1 + len(new)))], ignore_index=True)
-        valid_events = events[~events["id"].isin(
-            [rid for (t, rid) in verdict.reasons if t == "suspension_events"])] if len(events) else events
+        valid_events, _ = apply_rules(conn, verdict.valid, customer_id)
+        events = pd.concat([src["suspension_events"], valid_events], ignore_index=True)
         state = rules.suspended_at(valid_events, at + timedelta(microseconds=1))
         cust = src["customers"]
         row = cust[cust["id"] == customer_id]

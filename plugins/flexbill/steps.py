@@ -104,11 +104,16 @@ def _events_rows(new: pd.DataFrame) -> list[dict]:
     ]
 
 
-def apply_rules(conn: Connection, valid: dict) -> tuple[pd.DataFrame, int]:
-    """Append the suspend events the rules owe; returns every valid event (new ones included)."""
-    recorded = set(conn.execute(select(schema.suspension_events.c.trigger_key)
-                                .where(schema.suspension_events.c.trigger_key.is_not(None))).scalars())
-    new = rules.triggered_events(valid, recorded)
+def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None) -> tuple[pd.DataFrame, int]:
+    """Append the suspend events the rules owe (of one customer, if given); returns every
+    valid event (the new ones included, numbered after the others) and how many were appended."""
+    e = schema.suspension_events
+    keys = select(e.c.trigger_key).where(e.c.trigger_key.is_not(None))
+    if customer_id is not None:
+        keys = keys.where(e.c.customer_id == customer_id)
+    new = rules.triggered_events(valid, set(conn.execute(keys).scalars()))
+    if customer_id is not None:
+        new = new[new["customer_id"] == customer_id]
     appended = dialect.insert_ignoring_conflicts(conn, schema.suspension_events, _events_rows(new), "trigger_key")
     events = valid["suspension_events"]
     if not new.empty:

@@ -58,24 +58,22 @@ def _dates(series: pd.Series) -> np.ndarray:
     return series.to_numpy(dtype="datetime64[D]")
 
 
-def bill_date(
-    terms: pd.DataFrame,
-    ledger: pd.DataFrame,
-    later_lines: pd.DataFrame,
-    lines_from: Callable[[pd.DataFrame], pd.DataFrame],
-    suspended: pd.Series,
-    billing_date: date,
-) -> DateResult:
-    """Everything run D decides, before validation and writing.
+def _cutoff(billing_date: date) -> pd.Timestamp:
+    return pd.Timestamp(datetime.combine(billing_date, datetime.min.time()) + timedelta(days=1))
+
+
+def owed_periods(terms: pd.DataFrame, ledger: pd.DataFrame, later_lines: pd.DataFrame,
+                 lines_from: Callable[[pd.DataFrame], pd.DataFrame], billing_date: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Contracts that may owe something on D, and their owed periods.
 
     ledger: contract_id, billed_before (the cursor); later_lines: contract_id,
     period_start of lines on dates after D for periods starting on or before D;
     lines_from(frame of contract_id, lo): existing lines (contract_id,
-    period_start, billing_date) with period_start >= lo; suspended: customer_id
-    -> bool at the cutoff.
+    period_start, billing_date) with period_start >= lo.  Returns
+    (candidates: contract_id, customer_id, archived_at, next_start;
+     periods: one row per owed period, kind NEW (to invoice) or LATER (has a line on a later date)).
     """
     d64 = np.datetime64(billing_date, "D")
-    cutoff = pd.Timestamp(datetime.combine(billing_date, datetime.min.time()) + timedelta(days=1))
     t = terms.merge(ledger, on="contract_id", how="left")
     start = _dates(t["start_date"])
     nid = _dates(t["next_invoice_date"])
@@ -85,9 +83,9 @@ def bill_date(
     cancel = _dates(t["cancellation_date"])
     in_later = t["contract_id"].isin(later_lines["contract_id"]).to_numpy()
     lo = np.where(in_later, floor, lo)  # an out-of-order rerun looks at the whole history
-    alive = np.isnat(cancel) | (lo < cancel)
-    cand = t[((lo <= d64) & alive) | in_later].copy()
-    cand["lo"] = lo[((lo <= d64) & alive) | in_later]
+    due = ((lo <= d64) & (np.isnat(cancel) | (lo < cancel))) | in_later
+    cand = t[due].copy()
+    cand["lo"] = lo[due]
 
     grid = vector.Grid.build(
         _dates(cand["start_date"]), cand["invoice_every_months"].to_numpy("int64"),
@@ -104,59 +102,86 @@ def bill_date(
         "amount_cents": vector.amounts_cents(rows["unit_cents"].to_numpy("int64"), rows["quantity"].to_numpy("int64"),
                                              per.days, per.full_days),
         "prorated": per.days < per.full_days,
+        "kind": NEW,
     })
     existing = lines_from(cand[["contract_id", "lo"]])
     if not existing.empty:
         existing = existing.assign(period_start=existing["period_start"].to_numpy("datetime64[D]"))
         periods = periods.merge(existing[["contract_id", "period_start", "billing_date"]],
                                 on=["contract_id", "period_start"], how="left")
-        billed_before_d = periods["billing_date"].notna() & (periods["billing_date"] < pd.Timestamp(billing_date))
-        periods = periods[~billed_before_d]
+        periods = periods[~(periods["billing_date"] < pd.Timestamp(billing_date))]  # billed before D: not owed
         periods["kind"] = np.where(periods["billing_date"].notna(), LATER, NEW)
-    else:
-        periods["kind"] = NEW
+        periods = periods.drop(columns="billing_date")
+    candidates = pd.DataFrame({
+        "contract_id": cand["contract_id"].to_numpy("int64"),
+        "customer_id": cand["customer_id"].to_numpy("int64"),
+        "archived_at": cand["archived_at"].to_numpy(),
+        "next_start": vector.next_start_after(grid, d64),
+    })
+    return candidates, periods.reset_index(drop=True)
 
-    status = cand[["contract_id", "customer_id", "archived_at"]].copy()
-    archived = status["archived_at"].notna() & (status["archived_at"] < cutoff)
+
+def suspension_filter(candidates: pd.DataFrame, periods: pd.DataFrame, suspended: pd.Series,
+                      billing_date: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Skip the contracts of archived or suspended customers; their periods stay owed.
+
+    Returns (status: contract_id, customer_id, reason ('' = bill), owed_periods, owed_cents;
+    skipped rows; ledger: contract_id, billed_before for the cursors that may move).
+    """
+    status = candidates[["contract_id", "customer_id", "archived_at", "next_start"]].copy()
+    archived = status["archived_at"].notna() & (status["archived_at"] < _cutoff(billing_date))
     susp = lookup(status["customer_id"], suspended).fillna(False).astype(bool)
     status["reason"] = np.where(archived, "archived", np.where(susp, "suspended", ""))
-
     owed = periods.groupby("contract_id").agg(owed_periods=("period_start", "size"),
-                                              owed_cents=("amount_cents", "sum"),
-                                              new_periods=("kind", lambda k: int((k == NEW).sum())))
+                                              owed_cents=("amount_cents", "sum"))
     status = status.merge(owed, left_on="contract_id", right_index=True, how="left").fillna(
-        {"owed_periods": 0, "owed_cents": 0, "new_periods": 0})
-    skipped = status[(status["reason"] != "") & (status["owed_periods"] > 0)]
-    billable = set(status.loc[status["reason"] == "", "contract_id"])
+        {"owed_periods": 0, "owed_cents": 0})
+    status["owed_periods"] = status["owed_periods"].astype("int64")
+    skipped = status[(status["reason"] != "") & (status["owed_periods"] > 0)].assign(billing_date=billing_date)[
+        ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]]
+    moving = status[(status["reason"] == "") | (status["owed_periods"] == 0)]
+    ledger = pd.DataFrame({"contract_id": moving["contract_id"].to_numpy("int64"),
+                           "billed_before": moving["next_start"].to_numpy("datetime64[D]")})
+    return status.drop(columns=["archived_at", "next_start"]), skipped.reset_index(drop=True), ledger
 
+
+def build_invoices(periods: pd.DataFrame, status: pd.DataFrame, terms: pd.DataFrame,
+                   billing_date: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One invoice per customer: a line per owed period with no line on a later date; tax half-up on the subtotal."""
+    billable = status.loc[status["reason"] == "", "contract_id"]
     lines = periods[(periods["kind"] == NEW) & periods["contract_id"].isin(billable)].copy()
     lines["invoice_id"] = invoice_id(billing_date, lines["customer_id"])
     lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
-
     inv_lines = lines.merge(terms[["contract_id", "location_id", "currency", "tax_rate_e4"]], on="contract_id")
     invoices = inv_lines.groupby(["invoice_id", "customer_id", "location_id", "currency", "tax_rate_e4"],
                                  as_index=False).agg(subtotal_cents=("amount_cents", "sum"))
     invoices["tax_cents"] = half_up_div(invoices["subtotal_cents"] * invoices["tax_rate_e4"].astype("int64"), 10000)
     invoices["total_cents"] = invoices["subtotal_cents"] + invoices["tax_cents"]
     invoices["billing_date"] = billing_date
+    return lines.reset_index(drop=True), invoices
 
-    advance = status[(status["reason"] == "") | (status["owed_periods"] == 0)]["contract_id"]
-    mask = cand["contract_id"].isin(advance).to_numpy()
-    nxt = vector.next_start_after(grid, d64)
-    ledger_out = pd.DataFrame({"contract_id": cand["contract_id"].to_numpy("int64")[mask], "billed_before": nxt[mask]})
 
-    owed_contracts = int((status["owed_periods"] > 0).sum())
-    invoiced_contracts = lines["contract_id"].nunique()
-    stats = {
-        "contracts_owed": owed_contracts,
-        "contracts_invoiced": int(invoiced_contracts),
-        "contracts_skipped": int(len(skipped)),
-        "contracts_billed_later": owed_contracts - int(invoiced_contracts) - int(len(skipped)),
+def run_stats(status: pd.DataFrame, lines: pd.DataFrame, invoices: pd.DataFrame, billing_date: date) -> dict:
+    owed = int((status["owed_periods"] > 0).sum())
+    invoiced = int(lines["contract_id"].nunique())
+    skipped = int(((status["reason"] != "") & (status["owed_periods"] > 0)).sum())
+    return {
+        "contracts_owed": owed,
+        "contracts_invoiced": invoiced,
+        "contracts_skipped": skipped,
+        "contracts_billed_later": owed - invoiced - skipped,
         "invoices": int(len(invoices)),
         "lines": int(len(lines)),
-        "back_billed_lines": int((lines["period_start"] < d64).sum()),
+        "back_billed_lines": int((lines["period_start"] < pd.Timestamp(billing_date)).sum()),
     }
-    skipped = skipped.assign(billing_date=billing_date)[
-        ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]]
-    return DateResult(lines=lines.reset_index(drop=True), invoices=invoices, skipped=skipped.reset_index(drop=True),
-                      ledger=ledger_out, stats=stats)
+
+
+def bill_date(terms: pd.DataFrame, ledger: pd.DataFrame, later_lines: pd.DataFrame,
+              lines_from: Callable[[pd.DataFrame], pd.DataFrame], suspended: pd.Series,
+              billing_date: date) -> DateResult:
+    """Everything run D decides, before validation and writing: owed periods, filter, invoices."""
+    candidates, periods = owed_periods(terms, ledger, later_lines, lines_from, billing_date)
+    status, skipped, ledger_out = suspension_filter(candidates, periods, suspended, billing_date)
+    lines, invoices = build_invoices(periods, status, terms, billing_date)
+    return DateResult(lines=lines, invoices=invoices, skipped=skipped, ledger=ledger_out,
+                      stats=run_stats(status, lines, invoices, billing_date))

@@ -86,6 +86,7 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
              to: str = typer.Option(..., "--to", help="Last billing date (YYYY-MM-DD), inclusive."),
              db: Optional[str] = DbOption) -> None:
     """Run every billing date from --from to --to, in date order, one transaction each."""
+    from .db.connect import require_schema
     from .steps import backfill as run_range
 
     first, last = parse_date(from_, "--from"), parse_date(to, "--to")
@@ -93,6 +94,7 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
         raise InputError(f"--from {first} is after --to {last}: swap them")
     total = (last - first).days + 1
     engine = _engine(db)
+    require_schema(engine)  # fail with one line before the progress bar shows
     with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=err, transient=False) as bar:
         task = bar.add_task("", total=total)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from . import rules, validation
@@ -59,18 +59,18 @@ def record_manual_event(engine: Engine, customer_id: int, action: str, actor: st
         exists = bool(conn.execute(select(schema.customers.c.id).where(schema.customers.c.id == customer_id)).first())
         verdict = validation.check_inputs(src)
         valid_events, _ = apply_rules(conn, verdict.valid, customer_id)
-        events = pd.concat([src["suspension_events"], valid_events], ignore_index=True)
         state = rules.suspended_at(valid_events, at + timedelta(microseconds=1))
         cust = src["customers"]
         row = cust[cust["id"] == customer_id]
         archived = row["archived_at"].iloc[0] if len(row) else None
-        latest = events["occurred_at"].max() if len(events) else None
+        e = schema.suspension_events  # the latest event of all, whatever `at` says
+        latest = conn.execute(select(func.max(e.c.occurred_at)).where(e.c.customer_id == customer_id)).scalar()
         view = CustomerView(
             customer_id=customer_id,
             exists=exists,
             archived_at=None if archived is None or pd.isna(archived) else pd.Timestamp(archived).to_pydatetime(),
             suspended=bool(state.get(customer_id, False)),
-            latest_event_at=None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime(),
+            latest_event_at=None if latest is None else pd.Timestamp(latest).to_pydatetime(),
         )
         if exists and not len(row):
             raise EventRefused(f"customer {customer_id} was created after {at:%Y-%m-%d %H:%M:%S} UTC: "

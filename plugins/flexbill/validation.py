@@ -272,30 +272,34 @@ REQUIRED_RULE = ("ExpectColumnValuesToBeNull", {"column": "missing_required"},
 
 
 def _missing_required(name: str, frame):
-    """Per row, the NOT NULL columns that are missing or did not parse (None where all are fine)."""
+    """Per row, the values that are missing though required, or present but unreadable
+    (text in a date column, say: possible in SQLite); None where the row is fine."""
     import pandas as pd
 
     from .db import schema
 
-    notes = pd.Series(None, index=frame.index, dtype=object)
+    notes: list = [None] * len(frame)
     for column in schema.metadata.tables[name].columns:
-        if column.nullable or column.primary_key:
+        if column.primary_key:
             continue
         parsed = column.name
         if column.type.__class__.__name__ == "Numeric":
             scale = column.type.scale or 0
             parsed = f"{parsed}_cents" if scale == 2 else f"{parsed}_e{scale}"
-        missing = frame[parsed].isna()
-        if not missing.any():
-            continue
         raw = frame.get(f"{column.name}__raw")
-        for position in missing[missing].index:
-            value = None if raw is None else raw.at[position]
-            text = (f"{name}.{column.name} is missing" if value is None or value != value
-                    else f"{name}.{column.name} '{value}' is malformed")
-            before = notes.at[position]
-            notes.at[position] = text if before is None else f"{before}; {text}"
-    return notes
+        malformed = raw.notna().to_numpy() if raw is not None else None
+        missing = frame[parsed].isna().to_numpy() if not column.nullable else None
+        if malformed is None and (missing is None or not missing.any()):
+            continue
+        for position in range(len(frame)):
+            if malformed is not None and malformed[position]:
+                text = f"{name}.{column.name} '{raw.iat[position]}' is malformed"
+            elif missing is not None and missing[position]:
+                text = f"{name}.{column.name} is missing"
+            else:
+                continue
+            notes[position] = text if notes[position] is None else f"{notes[position]}; {text}"
+    return pd.Series(notes, index=frame.index, dtype=object)
 
 
 def _gx_failures(name: str, frame) -> dict:

@@ -1,5 +1,6 @@
--- later_lines: lines written by runs for dates after D for periods
--- starting on or before it (only an out-of-order rerun finds any)
+-- later_lines: lines written by runs for D itself (a previous run of D, which the
+-- publish replaces) or later dates, for periods starting on or before D; such
+-- contracts are looked at over their whole history whatever their ledger cursor says
 -- | reads invoice_lines, invoices
 select
     l.contract_id,
@@ -7,5 +8,5 @@ select
 from invoice_lines as l
 inner join invoices as i on i.invoice_id = l.invoice_id
 where
-    i.billing_date > :billing_date
+    i.billing_date >= :billing_date
     and l.period_start <= :billing_date

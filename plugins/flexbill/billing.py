@@ -67,7 +67,7 @@ def owed_periods(terms: pd.DataFrame, ledger: pd.DataFrame, later_lines: pd.Data
     """Contracts that may owe something on D, and their owed periods.
 
     ledger: contract_id, billed_before (the cursor); later_lines: contract_id,
-    period_start of lines on dates after D for periods starting on or before D;
+    period_start of lines on D or later dates for periods starting on or before D;
     lines_from(frame of contract_id, lo): existing lines (contract_id,
     period_start, billing_date) with period_start >= lo.  Returns
     (candidates: contract_id, customer_id, archived_at, next_start;
@@ -110,7 +110,8 @@ def owed_periods(terms: pd.DataFrame, ledger: pd.DataFrame, later_lines: pd.Data
         periods = periods.merge(existing[["contract_id", "period_start", "billing_date"]],
                                 on=["contract_id", "period_start"], how="left")
         periods = periods[~(periods["billing_date"] < pd.Timestamp(billing_date))]  # billed before D: not owed
-        periods["kind"] = np.where(periods["billing_date"].notna(), LATER, NEW)
+        # a line of D itself is the previous run of D, which publishing replaces: still to invoice
+        periods["kind"] = np.where(periods["billing_date"] > pd.Timestamp(billing_date), LATER, NEW)
         periods = periods.drop(columns="billing_date")
     candidates = pd.DataFrame({
         "contract_id": cand["contract_id"].to_numpy("int64"),
@@ -152,7 +153,8 @@ def build_invoices(periods: pd.DataFrame, status: pd.DataFrame, terms: pd.DataFr
     lines = periods[(periods["kind"] == NEW) & periods["contract_id"].isin(billable)].copy()
     lines["invoice_id"] = invoice_id(billing_date, lines["customer_id"])
     lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
-    inv_lines = lines.merge(terms[["contract_id", "location_id", "currency", "tax_rate_e4"]], on="contract_id")
+    inv_lines = lines.drop(columns=["location_id"], errors="ignore").merge(
+        terms[["contract_id", "location_id", "currency", "tax_rate_e4"]], on="contract_id")
     invoices = inv_lines.groupby(["invoice_id", "customer_id", "location_id", "currency", "tax_rate_e4"],
                                  as_index=False).agg(subtotal_cents=("amount_cents", "sum"))
     invoices["tax_cents"] = half_up_div(invoices["subtotal_cents"] * invoices["tax_rate_e4"].astype("int64"), 10000)

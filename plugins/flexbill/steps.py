@@ -1,33 +1,44 @@
-"""The run of one billing date: the code path shared by the CLI and the DAG tasks.
+"""The steps of one billing run: the code shared by the CLI and the Airflow DAG tasks.
 
-One run for date D, in one transaction that holds the run lock:
-  1. rewind the ledger and delete D's earlier outputs (a rerun replaces them);
-  2. read the source tables as of the cutoff, D+1 00:00 UTC;
-  3. validate the inputs (Great Expectations) and quarantine bad rows;
-  4. append the automatic suspend events the rules owe (at the triggers' instants);
-  5. owed periods, suspension filter, invoices; the active-user report;
-  6. validate the outputs (Great Expectations): a failure rolls everything back;
-  7. write every output of D and move the ledger cursors, then commit.
-A killed run leaves nothing: the database rolls the open transaction back.
+A run for billing date D, identified by a run id, goes through these steps
+(each one is a task of the `flexbill_billing` DAG; `flexbill run` calls them in
+order inside one transaction that holds the run lock):
+
+  extract_snapshot    read the source tables as of the cutoff (D+1 00:00 UTC), validate
+                      them with Great Expectations, stage the quarantine;
+  apply_rule          per rule (signup, plan, crm_stage): append the suspend events owed,
+                      at the triggers' own instants (idempotent through trigger_key);
+  owed_periods        per location: the periods each contract owes on D;
+  suspension_filter   per location: skip archived and suspended customers (periods stay owed);
+  build_invoices      per location: one invoice per customer, tax half-up on the subtotal;
+  active_user_report  the report as of the cutoff;
+  validate_output     Great Expectations on everything staged; a failure publishes nothing;
+  publish             one transaction, under the run lock: replace D's outputs with the
+                      staged ones, move the ledger cursors, record the run.
+
+Intermediate results live in staging tables keyed by the run id (write-audit-publish);
+steps return small pointers (counts, location ids), never rows.  A killed run leaves
+nothing: staging is not output, and publish is one transaction.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import pandas as pd
-from sqlalchemy import Column, Date, Integer, MetaData, Table, bindparam, delete, select
+from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, Table, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import billing, report, rules, validation
 from .db import dialect, extract, schema
 from .db.connect import redact, require_schema
-from .errors import DatabaseError, OutputRejected
+from .errors import DatabaseError, FlexbillError, OutputRejected
 from .money import from_cents
 
 _tmp = MetaData()
@@ -64,7 +75,8 @@ def _dated(stmt, **types):
     return stmt.bindparams(*(bindparam(k, type_=v) for k, v in types.items()))
 
 
-def _clear_date(conn: Connection, d: date) -> None:
+def clear_date(conn: Connection, d: date) -> None:
+    """Rewind the ledger for D's lines and delete D's outputs (inside publish's transaction)."""
     conn.execute(_dated(dialect.sql("rewind_ledger"), billing_date=Date()), {"billing_date": d})
     ids = select(schema.invoices.c.invoice_id).where(schema.invoices.c.billing_date == d)
     conn.execute(delete(schema.invoice_lines).where(schema.invoice_lines.c.invoice_id.in_(ids)))
@@ -170,28 +182,254 @@ def _record_run(conn: Connection, d: date, status: str, started: datetime, stats
     dialect.upsert(conn, schema.billing_runs, [row], ["billing_date"])
 
 
-def compute_date(conn: Connection, d: date, tamper: Callable | None = None) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame, dict]:
-    """Steps 2-6 of a run, inside the caller's transaction; raises OutputRejected."""
-    cutoff = cutoff_of(d)
-    src = extract.snapshot(conn, cutoff)
+RULES = ("signup", "plan", "crm_stage")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one billing date; `run_id` keys its staging rows."""
+
+    billing_date: date
+    run_id: str
+
+    @classmethod
+    def new(cls, billing_date: date) -> "Run":
+        return cls(billing_date, f"cli-{billing_date:%Y%m%d}-{uuid.uuid4().hex[:12]}")
+
+    @property
+    def cutoff(self) -> datetime:
+        return cutoff_of(self.billing_date)
+
+
+class Memo(dict):
+    """In-process reuse of what earlier steps read (the CLI path); tasks start empty and re-read."""
+
+
+def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, location_id: int | None = None) -> int:
+    """Replace the run's (location's) rows of a staging table with `frame`."""
+    stmt = delete(table).where(table.c.run_id == run.run_id)
+    if location_id is not None:
+        stmt = stmt.where(table.c.location_id == location_id)
+    conn.execute(stmt)
+    columns = [c for c in table.columns if c.name not in ("run_id", "location_id")]
+    values = []
+    for column in columns:
+        series = frame[column.name]
+        kind = column.type
+        if isinstance(kind, DateTime):
+            values.append([None if pd.isna(v) else pd.Timestamp(v).to_pydatetime() for v in series])
+        elif isinstance(kind, Date):
+            values.append([None if pd.isna(v) else pd.Timestamp(v).date() for v in series])
+        elif isinstance(kind, Boolean):
+            values.append([None if pd.isna(v) else bool(v) for v in series])
+        elif isinstance(kind, Integer):
+            values.append([None if pd.isna(v) else int(v) for v in series])
+        else:
+            values.append([None if v is None or v != v else str(v) for v in series])
+    names = [c.name for c in columns]
+    rows = [{"run_id": run.run_id, "location_id": location_id, **dict(zip(names, vals))} for vals in zip(*values)]
+    dialect.insert_rows(conn, table, rows)
+    return len(rows)
+
+
+def _unstage(conn: Connection, table: Table, run: Run, location_id: int | None = None) -> pd.DataFrame:
+    where = table.c.run_id == run.run_id
+    if location_id is not None:
+        where = where & (table.c.location_id == location_id)
+    return extract.read_table(conn, table, where=where).drop(columns=["run_id"])
+
+
+def clear_staging(conn: Connection, run_id: str) -> None:
+    for table in (*schema.STAGING_TABLES, schema.stg_runs):
+        conn.execute(delete(table).where(table.c.run_id == run_id))
+
+
+def _publish_seq(conn: Connection) -> int:
+    value = conn.execute(select(schema.flexbill_state.c.value).where(schema.flexbill_state.c.name == "publish_seq"))
+    return int(value.scalar() or 0)
+
+
+def _snapshot(conn: Connection, run: Run, memo: Memo) -> dict:
+    if "src" not in memo:
+        memo["src"] = extract.snapshot(conn, run.cutoff)
+    return memo["src"]
+
+
+def _valid(conn: Connection, run: Run, memo: Memo) -> dict:
+    """The snapshot less the rows extract_snapshot quarantined (and staged)."""
+    if "valid" not in memo:
+        src = _snapshot(conn, run, memo)
+        bad = _unstage(conn, schema.stg_quarantine, run)
+        memo["valid"] = {name: frame[~frame["id"].isin(bad.loc[bad["source_table"] == name, "row_id"])]
+                         .reset_index(drop=True) for name, frame in src.items()}
+    return memo["valid"]
+
+
+def _suspended(conn: Connection, run: Run, memo: Memo) -> pd.Series:
+    """customer_id -> suspended at the cutoff, from the valid events (rule events included)."""
+    if "suspended" not in memo:
+        events = extract.read_table(conn, schema.suspension_events, run.cutoff)
+        bad = _unstage(conn, schema.stg_quarantine, run)
+        events = events[~events["id"].isin(bad.loc[bad["source_table"] == "suspension_events", "row_id"])]
+        memo["suspended"] = rules.suspended_at(events, run.cutoff)
+    return memo["suspended"]
+
+
+def _terms(conn: Connection, run: Run, memo: Memo, location_id: int) -> pd.DataFrame:
+    if "terms" not in memo:
+        memo["terms"] = billing.contract_terms(_valid(conn, run, memo))
+    terms = memo["terms"]
+    return terms[terms["location_id"] == location_id].reset_index(drop=True)
+
+
+def extract_snapshot(conn: Connection, run: Run, memo: Memo | None = None) -> dict:
+    """Read the source tables as of the cutoff, validate them, stage the quarantine."""
+    memo = Memo() if memo is None else memo
+    src = _snapshot(conn, run, memo)
     verdict = validation.check_inputs(src)
-    valid = verdict.valid
-    events, appended = apply_rules(conn, valid)
-    _pause("after_rules")
-    suspended = rules.suspended_at(events, cutoff)
-    ledger = _frame(conn, select(schema.contract_ledger.c.contract_id, schema.contract_ledger.c.billed_before), {},
-                    ["contract_id", "billing_date"]).rename(columns={"billing_date": "billed_before"})
-    later = _frame(conn, _dated(dialect.sql("later_lines"), billing_date=Date()), {"billing_date": d},
-                   ["contract_id", "period_start"])
-    result = billing.bill_date(billing.contract_terms(valid), ledger, later, _lines_reader(conn), suspended, d)
-    report_frame = report.active_users(src["locations"], valid["customers"], src["contracts"], suspended, d)
-    quarantined_contracts = int((verdict.quarantine["source_table"] == "contracts").sum())
-    result.stats.update(events_appended=appended, quarantined_rows=len(verdict.quarantine),
-                        contracts_quarantined=quarantined_contracts)
+    clear_staging(conn, run.run_id)
+    _stage(conn, schema.stg_quarantine, run, verdict.quarantine)
+    contracts_quarantined = int((verdict.quarantine["source_table"] == "contracts").sum())
+    conn.execute(schema.stg_runs.insert(), {
+        "run_id": run.run_id, "billing_date": run.billing_date, "started_at": utcnow(),
+        "publish_seq": _publish_seq(conn), "quarantined_rows": len(verdict.quarantine),
+        "contracts_quarantined": contracts_quarantined, "events_appended": 0, "validated": False})
+    memo["valid"] = verdict.valid
+    return {"quarantined_rows": len(verdict.quarantine), "locations": due_locations(conn, run, memo)}
+
+
+def due_locations(conn: Connection, run: Run, memo: Memo | None = None) -> list[int]:
+    """The valid locations: the work of owed_periods, suspension_filter and build_invoices is mapped over them."""
+    valid = _valid(conn, run, Memo() if memo is None else memo)
+    return sorted(int(i) for i in valid["locations"]["id"].dropna().unique())
+
+
+def apply_rule(conn: Connection, run: Run, rule: str, memo: Memo | None = None) -> int:
+    """Append the suspend events one rule owes; returns how many were appended."""
+    if rule not in RULES:
+        raise FlexbillError(f"unknown rule '{rule}': one of {', '.join(RULES)}")
+    memo = Memo() if memo is None else memo
+    e = schema.suspension_events
+    recorded = set(conn.execute(select(e.c.trigger_key).where(e.c.trigger_key.is_not(None))).scalars())
+    new = rules.triggered_events(_valid(conn, run, memo), recorded)
+    new = new[new["source"] == rule]
+    appended = dialect.insert_ignoring_conflicts(conn, e, _events_rows(new), "trigger_key") if len(new) else 0
+    appended = appended if appended > 0 else len(new)
+    conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)
+                 .values(events_appended=schema.stg_runs.c.events_appended + appended))
+    memo.pop("suspended", None)
+    return appended
+
+
+def owed_periods(conn: Connection, run: Run, location_id: int, memo: Memo | None = None) -> int:
+    """Stage the periods each contract of the location owes on D; returns how many."""
+    memo = Memo() if memo is None else memo
+    terms = _terms(conn, run, memo, location_id)
+    if "ledger" not in memo:
+        memo["ledger"] = _frame(conn, select(schema.contract_ledger.c.contract_id, schema.contract_ledger.c.billed_before),
+                                {}, ["contract_id", "billing_date"]).rename(columns={"billing_date": "billed_before"})
+        memo["later"] = _frame(conn, _dated(dialect.sql("later_lines"), billing_date=Date()),
+                               {"billing_date": run.billing_date}, ["contract_id", "period_start"])
+    candidates, periods = billing.owed_periods(terms, memo["ledger"], memo["later"], _lines_reader(conn),
+                                               run.billing_date)
+    _stage(conn, schema.stg_candidates, run, candidates, location_id)
+    return _stage(conn, schema.stg_periods, run, periods, location_id)
+
+
+def suspension_filter(conn: Connection, run: Run, location_id: int, memo: Memo | None = None) -> int:
+    """Stage each candidate's status (bill, suspended, archived) and the cursors that move; returns skips."""
+    memo = Memo() if memo is None else memo
+    candidates = _unstage(conn, schema.stg_candidates, run, location_id)
+    periods = _unstage(conn, schema.stg_periods, run, location_id)
+    status, skipped, ledger = billing.suspension_filter(candidates, periods, _suspended(conn, run, memo),
+                                                        run.billing_date)
+    _stage(conn, schema.stg_status, run, status, location_id)
+    _stage(conn, schema.stg_ledger, run, ledger, location_id)
+    return len(skipped)
+
+
+def build_invoices(conn: Connection, run: Run, location_id: int, memo: Memo | None = None) -> int:
+    """Stage the location's invoices and lines; returns how many invoices."""
+    memo = Memo() if memo is None else memo
+    periods = _unstage(conn, schema.stg_periods, run, location_id)
+    status = _unstage(conn, schema.stg_status, run, location_id)
+    lines, invoices = billing.build_invoices(periods, status, _terms(conn, run, memo, location_id), run.billing_date)
+    _stage(conn, schema.stg_lines, run, lines, location_id)
+    return _stage(conn, schema.stg_invoices, run, invoices, location_id)
+
+
+def active_user_report(conn: Connection, run: Run, memo: Memo | None = None) -> int:
+    """Stage the active-user report as of the cutoff; returns the number of locations."""
+    memo = Memo() if memo is None else memo
+    src, valid = _snapshot(conn, run, memo), _valid(conn, run, memo)
+    frame = report.active_users(src["locations"], valid["customers"], src["contracts"],
+                                _suspended(conn, run, memo), run.billing_date)
+    conn.execute(delete(schema.stg_report).where(schema.stg_report.c.run_id == run.run_id))
+    for location_id, part in frame.groupby("location_id"):
+        _stage(conn, schema.stg_report, run, part, int(location_id))
+    return len(frame)
+
+
+def staged_outputs(conn: Connection, run: Run) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame]:
+    """What the run staged, as the frames publish writes: (result, report, quarantine)."""
+    d = run.billing_date
+    head = conn.execute(select(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)).mappings().first()
+    if head is None:
+        raise FlexbillError(f"run {run.run_id} has nothing staged: run its extract_snapshot step first")
+    lines = _unstage(conn, schema.stg_lines, run)
+    lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
+    invoices = _unstage(conn, schema.stg_invoices, run).assign(billing_date=d)
+    status = _unstage(conn, schema.stg_status, run)
+    skipped = status[(status["reason"] != "") & (status["owed_periods"] > 0)].assign(billing_date=d)[
+        ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]].reset_index(drop=True)
+    ledger = _unstage(conn, schema.stg_ledger, run)[["contract_id", "billed_before"]]
+    report_frame = _unstage(conn, schema.stg_report, run)
+    report_frame = report_frame.assign(report_date=d)[["report_date", "location_id", *report.COUNTS]]
+    report_frame = report_frame.sort_values("location_id").reset_index(drop=True)
+    quarantine = _unstage(conn, schema.stg_quarantine, run)[["source_table", "row_id", "reason"]]
+    stats = billing.run_stats(status, lines, invoices, d)
+    stats.update(events_appended=head["events_appended"], quarantined_rows=head["quarantined_rows"],
+                 contracts_quarantined=head["contracts_quarantined"])
+    result = billing.DateResult(lines=lines, invoices=invoices, skipped=skipped, ledger=ledger, stats=stats)
+    return result, report_frame, quarantine
+
+
+def validate_output(conn: Connection, run: Run, memo: Memo | None = None, tamper: Callable | None = None) -> dict:
+    """Great Expectations on everything staged; raises OutputRejected, else marks the run publishable."""
+    result, report_frame, _ = staged_outputs(conn, run)
     if tamper is not None:
         tamper(result, report_frame)
     validation.check_outputs(_output_frames(result, report_frame))
-    return result, verdict.quarantine, report_frame, result.stats
+    conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id).values(validated=True))
+    return result.stats
+
+
+def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
+    """Replace D's outputs with the run's validated staging, in the caller's transaction, under the run lock."""
+    dialect.lock_for_run(conn)
+    head = conn.execute(select(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)).mappings().first()
+    if head is None or not head["validated"]:
+        raise FlexbillError(f"run {run.run_id} for {run.billing_date} is not validated: nothing was published")
+    if head["publish_seq"] != _publish_seq(conn):
+        raise FlexbillError(f"another run published while run {run.run_id} for {run.billing_date} was staging: "
+                            "its staging is stale, nothing was published; rerun the date")
+    result, report_frame, quarantine = staged_outputs(conn, run)
+    clear_date(conn, run.billing_date)
+    _write(conn, run.billing_date, result, quarantine, report_frame)
+    _record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
+    dialect.upsert(conn, schema.flexbill_state, [{"name": "publish_seq", "value": head["publish_seq"] + 1}], ["name"])
+    clear_staging(conn, run.run_id)
+    totals = (result.invoices.groupby("currency")
+              .agg(invoices=("invoice_id", "size"), subtotal=("subtotal_cents", "sum"),
+                   tax=("tax_cents", "sum"), total=("total_cents", "sum")).reset_index())
+    return RunSummary(run.billing_date, "published", result.stats, [
+        (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
+        for r in totals.itertuples()])
+
+
+def record_failure(engine: Engine, d: date, started: datetime, message: str) -> None:
+    with engine.begin() as conn:
+        _record_run(conn, d, "failed", started, {}, message)
 
 
 def _output_frames(result: billing.DateResult, report_frame: pd.DataFrame) -> dict:
@@ -205,33 +443,36 @@ def _output_frames(result: billing.DateResult, report_frame: pd.DataFrame) -> di
 
 
 def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None) -> RunSummary:
-    """Run billing date D end to end in one transaction (see the module docstring)."""
+    """Every step for date D in one transaction holding the run lock (the `flexbill run` path)."""
     require_schema(engine)
     started = utcnow()
     t0 = time.perf_counter()
+    run, memo = Run.new(d), Memo()
     try:
         with engine.begin() as conn:
             dialect.lock_for_run(conn)
             _pause("locked")
-            _clear_date(conn, d)
-            result, quarantine, report_frame, stats = compute_date(conn, d, tamper)
-            _write(conn, d, result, quarantine, report_frame)
-            _record_run(conn, d, "published", started, stats, None)
+            info = extract_snapshot(conn, run, memo)
+            for rule in RULES:
+                apply_rule(conn, run, rule, memo)
+            _pause("after_rules")
+            for location_id in info["locations"]:
+                owed_periods(conn, run, location_id, memo)
+                suspension_filter(conn, run, location_id, memo)
+                build_invoices(conn, run, location_id, memo)
+            active_user_report(conn, run, memo)
+            validate_output(conn, run, memo, tamper)
+            summary = publish(conn, run, memo)
             _pause("before_commit")
     except OutputRejected as exc:
-        with engine.begin() as conn:
-            _record_run(conn, d, "failed", started, {}, str(exc))
+        record_failure(engine, d, started, str(exc))
         raise
     except (OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise DatabaseError(f"the run for {d} failed on the database and wrote nothing: {reason}. "
                             f"Check {redact(engine.url.render_as_string(hide_password=False))} and rerun the date.") from None
-    totals = (result.invoices.groupby("currency")
-              .agg(invoices=("invoice_id", "size"), subtotal=("subtotal_cents", "sum"),
-                   tax=("tax_cents", "sum"), total=("total_cents", "sum")).reset_index())
-    return RunSummary(d, "published", stats, [
-        (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
-        for r in totals.itertuples()], time.perf_counter() - t0)
+    summary.seconds = time.perf_counter() - t0
+    return summary
 
 
 def backfill(engine: Engine, first: date, last: date, progress: Callable[[RunSummary], None] | None = None) -> list[RunSummary]:

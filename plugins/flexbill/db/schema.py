@@ -11,6 +11,7 @@ database refuses.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CHAR,
     Column,
@@ -219,4 +220,59 @@ contract_ledger = Table(
 OUTPUT_TABLES = (
     invoices, invoice_lines, skipped_contracts, active_user_report, quarantine,
     billing_runs, contract_ledger,
+)
+
+# ---------------------------------------------------------------- staging (write-audit-publish)
+# Each run stages its intermediate results here, keyed by its run id (the CLI's own id or
+# Airflow's run_id); publish copies them into the output tables in one transaction and
+# deletes them.  Amounts are integer cents.  Nothing outside flexbill should read these.
+Cents = BigInteger
+
+
+def _staging(name: str, *columns: Column) -> Table:
+    return Table(name, metadata, Column("run_id", Text, nullable=False), Column("location_id", Integer), *columns,
+                 Index(f"ix_{name}_run", "run_id", "location_id"))
+
+
+stg_runs = Table(
+    "stg_runs", metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("billing_date", Date, nullable=False),
+    Column("started_at", Stamp, nullable=False),
+    Column("publish_seq", Integer, nullable=False),  # publishes seen when staging began
+    Column("quarantined_rows", Integer, nullable=False),
+    Column("contracts_quarantined", Integer, nullable=False),
+    Column("events_appended", Integer, nullable=False, server_default=text("0")),
+    Column("validated", Boolean, nullable=False, server_default=text("false")),
+)
+stg_quarantine = _staging("stg_quarantine", Column("source_table", Text), Column("row_id", Integer),
+                          Column("reason", Text))
+stg_candidates = _staging("stg_candidates", Column("contract_id", Integer), Column("customer_id", Integer),
+                          Column("archived_at", Stamp), Column("next_start", Date))
+stg_periods = _staging("stg_periods", Column("contract_id", Integer), Column("customer_id", Integer),
+                       Column("period_start", Date), Column("period_end", Date), Column("quantity", Integer),
+                       Column("unit_cents", Cents), Column("amount_cents", Cents), Column("prorated", Boolean),
+                       Column("kind", Text))
+stg_status = _staging("stg_status", Column("contract_id", Integer), Column("customer_id", Integer),
+                      Column("reason", Text), Column("owed_periods", Integer), Column("owed_cents", Cents))
+stg_ledger = _staging("stg_ledger", Column("contract_id", Integer), Column("billed_before", Date))
+stg_lines = _staging("stg_lines", Column("invoice_id", Text), Column("contract_id", Integer),
+                     Column("customer_id", Integer), Column("period_start", Date), Column("period_end", Date),
+                     Column("quantity", Integer), Column("unit_cents", Cents), Column("amount_cents", Cents),
+                     Column("prorated", Boolean))
+stg_invoices = _staging("stg_invoices", Column("invoice_id", Text), Column("customer_id", Integer),
+                        Column("currency", CHAR(3)), Column("subtotal_cents", Cents), Column("tax_cents", Cents),
+                        Column("total_cents", Cents))
+stg_report = _staging("stg_report", Column("members", Integer), Column("active_users", Integer),
+                      Column("suspended_members", Integer), Column("suspended_with_portal_access", Integer),
+                      Column("contacts", Integer))
+STAGING_TABLES = (stg_quarantine, stg_candidates, stg_periods, stg_status, stg_ledger, stg_lines, stg_invoices,
+                  stg_report)
+
+# A counter of publishes: a run staged by separate tasks refuses to publish over one that
+# published in between (it staged from a ledger that has since moved).
+flexbill_state = Table(
+    "flexbill_state", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Integer, nullable=False),
 )

@@ -1,0 +1,101 @@
+"""What the DAG tasks call: the billing date of a run, the database of `flexbill_db`, one step.
+
+Cheap to import (no pandas, no GX, no database at import); everything that
+costs is imported inside the functions, so parsing a DAG file stays fast.
+A run's billing date D is the start of its data interval [D, D+1), never its
+logical date.  The database comes from the Airflow connection `flexbill_db`,
+read when a task runs, never at parse time.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, timedelta, timezone
+
+CONN_ID = "flexbill_db"
+OWNER = "billing-ops"
+TAGS = ["flexbill", "billing"]
+FIRST_RUN = datetime.fromisoformat(os.environ.get("FLEXBILL_START_DATE", "2026-01-01")).replace(tzinfo=timezone.utc)
+CATCHUP = os.environ.get("FLEXBILL_CATCHUP", "false").strip().lower() in ("1", "true", "yes")
+DAG_ARGS = {
+    "owner": OWNER,
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+RULES = ("signup", "plan", "crm_stage")  # the same as flexbill.steps.RULES, without importing pandas here
+
+
+def billing_date(data_interval_start) -> date:
+    """D = the start of the run's data interval (UTC)."""
+    if data_interval_start is None:
+        raise ValueError("this task needs a data interval: run it from a DAG run, not on its own")
+    return data_interval_start.astimezone(timezone.utc).date()
+
+
+def database_url(conn) -> str:
+    """The SQLAlchemy URL of an Airflow connection: sqlite (host = the file's path) or postgres."""
+    from sqlalchemy.engine import URL
+
+    kind = (conn.conn_type or "").lower()
+    if kind == "sqlite":
+        path = conn.host or conn.schema
+        if not path:
+            raise ValueError(f"connection {CONN_ID}: a sqlite connection needs the database file's path as host")
+        return f"sqlite:///{path}"
+    if kind in ("postgres", "postgresql"):
+        url = URL.create("postgresql", username=conn.login or None, password=conn.password or None,
+                         host=conn.host or None, port=conn.port or None, database=conn.schema or None)
+        return url.render_as_string(hide_password=False)
+    raise ValueError(f"connection {CONN_ID} has type '{kind}': use a sqlite or postgres connection")
+
+
+def engine():
+    from airflow.sdk import BaseHook
+
+    from .db.connect import make_engine
+
+    return make_engine(database_url(BaseHook.get_connection(CONN_ID)))
+
+
+def step(name: str, data_interval_start, run_id: str, *args):
+    """Run one step of flexbill.steps for this DAG run, in its own transaction."""
+    from . import steps
+    from .db.connect import require_schema
+    from .errors import OutputRejected
+
+    eng = engine()
+    require_schema(eng)
+    run = steps.Run(billing_date(data_interval_start), run_id)
+    try:
+        with eng.begin() as conn:
+            return getattr(steps, name)(conn, run, *args)
+    except OutputRejected as exc:
+        steps.record_failure(eng, run.billing_date, steps.utcnow(), str(exc))
+        raise
+    finally:
+        eng.dispose()
+
+
+def publish_summary(data_interval_start, run_id: str) -> dict:
+    summary = step("publish", data_interval_start, run_id)
+    return {"billing_date": summary.billing_date.isoformat(), **summary.stats,
+            "totals": [[c, n, str(sub), str(tax), str(tot)] for c, n, sub, tax, tot in summary.totals]}
+
+
+def manual_event(params: dict) -> dict:
+    """Record the manual suspend/lift of the trigger form, with the checks of `flexbill suspend|lift`."""
+    from .manual import parse_instant, record_manual_event
+    from .steps import utcnow
+
+    action = str(params.get("action") or "")
+    instant = parse_instant(params.get("at"), utcnow())
+    eng = engine()
+    try:
+        event = record_manual_event(eng, int(params["customer_id"]), action, params.get("actor") or "",
+                                    params.get("reason"), instant)
+    finally:
+        eng.dispose()
+    return {"customer_id": event["customer_id"], "action": event["action"],
+            "occurred_at": event["occurred_at"].isoformat()}

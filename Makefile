@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration clean
+.PHONY: install demo test airflow clean
 
 install: $(STAMP)
 
@@ -23,3 +23,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
+
+airflow: $(STAMP)
+	scripts/airflow-local

@@ -51,6 +51,19 @@ def database_url(conn) -> str:
     raise ValueError(f"connection {CONN_ID} has type '{kind}': use a sqlite or postgres connection")
 
 
+def connection_json(url: str) -> str:
+    """The `flexbill_db` Airflow connection (JSON form) for a SQLAlchemy URL: the inverse of database_url."""
+    import json
+
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return json.dumps({"conn_type": "sqlite", "host": u.database})
+    return json.dumps({"conn_type": "postgres", "host": u.host, "port": u.port or 5432, "login": u.username,
+                       "password": u.password, "schema": u.database})
+
+
 def engine():
     from airflow.sdk import BaseHook
 

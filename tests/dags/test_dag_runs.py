@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
 
+from flexbill.airflow_steps import connection_json
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.demo import build_operator
@@ -31,14 +31,6 @@ def _operator(url: str):
     init_db(engine)
     build_operator(engine, customers=60, first=FIRST - timedelta(days=20), last=LAST, seed=11)
     return engine
-
-
-def _connection_json(url: str) -> str:
-    u = make_url(url)
-    if u.get_backend_name() == "sqlite":
-        return json.dumps({"conn_type": "sqlite", "host": u.database})
-    return json.dumps({"conn_type": "postgres", "host": u.host, "port": u.port or 5432, "login": u.username,
-                       "schema": u.database})
 
 
 def _outputs(engine) -> dict:
@@ -83,7 +75,7 @@ def second_db(db_url, tmp_path):
 def test_dag_runs_equal_flexbill_backfill_and_a_middle_rerun_changes_nothing(
         airflow_db, dagbag, db_url, second_db, monkeypatch):
     dag_engine, cli_engine = _operator(db_url), _operator(second_db)
-    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", _connection_json(db_url))
+    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(db_url))
     dag = dagbag.dags["flexbill_billing"]
     d = FIRST
     while d <= LAST:
@@ -104,7 +96,7 @@ def test_dag_runs_equal_flexbill_backfill_and_a_middle_rerun_changes_nothing(
 
 def test_manual_suspension_dag_records_an_event_and_refuses_a_bad_one(airflow_db, dagbag, db_url, monkeypatch):
     engine = _operator(db_url)
-    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", _connection_json(db_url))
+    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(db_url))
     dag = dagbag.dags["flexbill_manual_suspension"]
     with engine.connect() as conn:
         customer = conn.execute(select(s.customers.c.id).where(s.customers.c.archived_at.is_(None),

@@ -116,9 +116,10 @@ def _events_rows(new: pd.DataFrame) -> list[dict]:
     ]
 
 
-def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None) -> tuple[pd.DataFrame, int]:
-    """Append the suspend events the rules owe (of one customer, if given); returns every
-    valid event (the new ones included, numbered after the others) and how many were appended."""
+def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None,
+                source: str | None = None) -> tuple[pd.DataFrame, int]:
+    """Append the suspend events the rules owe (of one customer, of one rule, if given); returns
+    every valid event (the new ones included, numbered after the others) and how many were appended."""
     e = schema.suspension_events
     keys = select(e.c.trigger_key).where(e.c.trigger_key.is_not(None))
     if customer_id is not None:
@@ -126,6 +127,8 @@ def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None) -
     new = rules.triggered_events(valid, set(conn.execute(keys).scalars()))
     if customer_id is not None:
         new = new[new["customer_id"] == customer_id]
+    if source is not None:
+        new = new[new["source"] == source]
     appended = dialect.insert_ignoring_conflicts(conn, schema.suspension_events, _events_rows(new), "trigger_key")
     events = valid["suspension_events"]
     if not new.empty:
@@ -309,12 +312,7 @@ def apply_rule(conn: Connection, run: Run, rule: str, memo: Memo | None = None) 
     if rule not in RULES:
         raise FlexbillError(f"unknown rule '{rule}': one of {', '.join(RULES)}")
     memo = Memo() if memo is None else memo
-    e = schema.suspension_events
-    recorded = set(conn.execute(select(e.c.trigger_key).where(e.c.trigger_key.is_not(None))).scalars())
-    new = rules.triggered_events(_valid(conn, run, memo), recorded)
-    new = new[new["source"] == rule]
-    appended = dialect.insert_ignoring_conflicts(conn, e, _events_rows(new), "trigger_key") if len(new) else 0
-    appended = appended if appended > 0 else len(new)
+    _, appended = apply_rules(conn, _valid(conn, run, memo), source=rule)
     conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)
                  .values(events_appended=schema.stg_runs.c.events_appended + appended))
     memo.pop("suspended", None)

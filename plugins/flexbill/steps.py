@@ -117,14 +117,19 @@ def _events_rows(new: pd.DataFrame) -> list[dict]:
 
 
 def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None,
-                source: str | None = None) -> tuple[pd.DataFrame, int]:
+                source: str | None = None, memo: Memo | None = None) -> tuple[pd.DataFrame, int]:
     """Append the suspend events the rules owe (of one customer, of one rule, if given); returns
     every valid event (the new ones included, numbered after the others) and how many were appended."""
     e = schema.suspension_events
     keys = select(e.c.trigger_key).where(e.c.trigger_key.is_not(None))
     if customer_id is not None:
         keys = keys.where(e.c.customer_id == customer_id)
-    new = rules.triggered_events(valid, set(conn.execute(keys).scalars()))
+    if memo is not None and "triggered" in memo:  # each rule's keys are its own: one pass serves all three
+        new = memo["triggered"]
+    else:
+        new = rules.triggered_events(valid, set(conn.execute(keys).scalars()))
+        if memo is not None:
+            memo["triggered"] = new
     if customer_id is not None:
         new = new[new["customer_id"] == customer_id]
     if source is not None:
@@ -208,8 +213,11 @@ class Memo(dict):
     """In-process reuse of what earlier steps read (the CLI path); tasks start empty and re-read."""
 
 
-def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, location_id: int | None = None) -> int:
-    """Replace the run's (location's) rows of a staging table with `frame`."""
+def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, location_id: int | None = None,
+           memo: Memo | None = None) -> int:
+    """Replace the run's (location's) rows of a staging table with `frame` (kept in `memo` too)."""
+    if memo is not None:
+        memo.setdefault(("staged", table.name), {})[location_id] = frame
     stmt = delete(table).where(table.c.run_id == run.run_id)
     if location_id is not None:
         stmt = stmt.where(table.c.location_id == location_id)
@@ -230,12 +238,23 @@ def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, locati
         else:
             values.append([None if v is None or v != v else str(v) for v in series])
     names = [c.name for c in columns]
+    if "location_id" in frame.columns:  # rows know their location (a pass over every location at once)
+        names.append("location_id")
+        values.append([None if pd.isna(v) else int(v) for v in frame["location_id"]])
     rows = [{"run_id": run.run_id, "location_id": location_id, **dict(zip(names, vals))} for vals in zip(*values)]
     dialect.insert_rows(conn, table, rows)
     return len(rows)
 
 
-def _unstage(conn: Connection, table: Table, run: Run, location_id: int | None = None) -> pd.DataFrame:
+def _unstage(conn: Connection, table: Table, run: Run, location_id: int | None = None,
+             memo: Memo | None = None) -> pd.DataFrame:
+    """The run's (location's) staged rows: from `memo` when this process staged them, else from the table."""
+    held = (memo or {}).get(("staged", table.name))
+    if held is not None:
+        if location_id is not None:
+            return held[location_id].copy()
+        return pd.concat(list(held.values()), ignore_index=True) if held else pd.DataFrame(
+            columns=[c.name for c in table.columns if c.name != "run_id"])
     where = table.c.run_id == run.run_id
     if location_id is not None:
         where = where & (table.c.location_id == location_id)
@@ -262,7 +281,7 @@ def _valid(conn: Connection, run: Run, memo: Memo) -> dict:
     """The snapshot less the rows extract_snapshot quarantined (and staged)."""
     if "valid" not in memo:
         src = _snapshot(conn, run, memo)
-        bad = _unstage(conn, schema.stg_quarantine, run)
+        bad = _unstage(conn, schema.stg_quarantine, run, memo=memo)
         memo["valid"] = {name: frame[~frame["id"].isin(bad.loc[bad["source_table"] == name, "row_id"])]
                          .reset_index(drop=True) for name, frame in src.items()}
     return memo["valid"]
@@ -272,17 +291,18 @@ def _suspended(conn: Connection, run: Run, memo: Memo) -> pd.Series:
     """customer_id -> suspended at the cutoff, from the valid events (rule events included)."""
     if "suspended" not in memo:
         events = extract.read_table(conn, schema.suspension_events, run.cutoff)
-        bad = _unstage(conn, schema.stg_quarantine, run)
+        bad = _unstage(conn, schema.stg_quarantine, run, memo=memo)
         events = events[~events["id"].isin(bad.loc[bad["source_table"] == "suspension_events", "row_id"])]
         memo["suspended"] = rules.suspended_at(events, run.cutoff)
     return memo["suspended"]
 
 
-def _terms(conn: Connection, run: Run, memo: Memo, location_id: int) -> pd.DataFrame:
+def _terms(conn: Connection, run: Run, memo: Memo, location_id: int | None) -> pd.DataFrame:
+    """The billable contracts' terms, of one location (None: of every location)."""
     if "terms" not in memo:
         memo["terms"] = billing.contract_terms(_valid(conn, run, memo))
     terms = memo["terms"]
-    return terms[terms["location_id"] == location_id].reset_index(drop=True)
+    return terms if location_id is None else terms[terms["location_id"] == location_id].reset_index(drop=True)
 
 
 def extract_snapshot(conn: Connection, run: Run, memo: Memo | None = None) -> dict:
@@ -291,7 +311,7 @@ def extract_snapshot(conn: Connection, run: Run, memo: Memo | None = None) -> di
     src = _snapshot(conn, run, memo)
     verdict = validation.check_inputs(src)
     clear_staging(conn, run.run_id)
-    _stage(conn, schema.stg_quarantine, run, verdict.quarantine)
+    _stage(conn, schema.stg_quarantine, run, verdict.quarantine, memo=memo)
     contracts_quarantined = int((verdict.quarantine["source_table"] == "contracts").sum())
     conn.execute(schema.stg_runs.insert(), {
         "run_id": run.run_id, "billing_date": run.billing_date, "started_at": utcnow(),
@@ -312,14 +332,14 @@ def apply_rule(conn: Connection, run: Run, rule: str, memo: Memo | None = None) 
     if rule not in RULES:
         raise FlexbillError(f"unknown rule '{rule}': one of {', '.join(RULES)}")
     memo = Memo() if memo is None else memo
-    _, appended = apply_rules(conn, _valid(conn, run, memo), source=rule)
+    _, appended = apply_rules(conn, _valid(conn, run, memo), source=rule, memo=memo)
     conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)
                  .values(events_appended=schema.stg_runs.c.events_appended + appended))
     memo.pop("suspended", None)
     return appended
 
 
-def owed_periods(conn: Connection, run: Run, location_id: int, memo: Memo | None = None) -> int:
+def owed_periods(conn: Connection, run: Run, location_id: int | None, memo: Memo | None = None) -> int:
     """Stage the periods each contract of the location owes on D; returns how many."""
     memo = Memo() if memo is None else memo
     terms = _terms(conn, run, memo, location_id)
@@ -330,30 +350,30 @@ def owed_periods(conn: Connection, run: Run, location_id: int, memo: Memo | None
                                {"billing_date": run.billing_date}, ["contract_id", "period_start"])
     candidates, periods = billing.owed_periods(terms, memo["ledger"], memo["later"], _lines_reader(conn),
                                                run.billing_date)
-    _stage(conn, schema.stg_candidates, run, candidates, location_id)
-    return _stage(conn, schema.stg_periods, run, periods, location_id)
+    _stage(conn, schema.stg_candidates, run, candidates, location_id, memo)
+    return _stage(conn, schema.stg_periods, run, periods, location_id, memo)
 
 
-def suspension_filter(conn: Connection, run: Run, location_id: int, memo: Memo | None = None) -> int:
+def suspension_filter(conn: Connection, run: Run, location_id: int | None, memo: Memo | None = None) -> int:
     """Stage each candidate's status (bill, suspended, archived) and the cursors that move; returns skips."""
     memo = Memo() if memo is None else memo
-    candidates = _unstage(conn, schema.stg_candidates, run, location_id)
-    periods = _unstage(conn, schema.stg_periods, run, location_id)
+    candidates = _unstage(conn, schema.stg_candidates, run, location_id, memo)
+    periods = _unstage(conn, schema.stg_periods, run, location_id, memo)
     status, skipped, ledger = billing.suspension_filter(candidates, periods, _suspended(conn, run, memo),
                                                         run.billing_date)
-    _stage(conn, schema.stg_status, run, status, location_id)
-    _stage(conn, schema.stg_ledger, run, ledger, location_id)
+    _stage(conn, schema.stg_status, run, status, location_id, memo)
+    _stage(conn, schema.stg_ledger, run, ledger, location_id, memo)
     return len(skipped)
 
 
-def build_invoices(conn: Connection, run: Run, location_id: int, memo: Memo | None = None) -> int:
+def build_invoices(conn: Connection, run: Run, location_id: int | None, memo: Memo | None = None) -> int:
     """Stage the location's invoices and lines; returns how many invoices."""
     memo = Memo() if memo is None else memo
-    periods = _unstage(conn, schema.stg_periods, run, location_id)
-    status = _unstage(conn, schema.stg_status, run, location_id)
+    periods = _unstage(conn, schema.stg_periods, run, location_id, memo)
+    status = _unstage(conn, schema.stg_status, run, location_id, memo)
     lines, invoices = billing.build_invoices(periods, status, _terms(conn, run, memo, location_id), run.billing_date)
-    _stage(conn, schema.stg_lines, run, lines, location_id)
-    return _stage(conn, schema.stg_invoices, run, invoices, location_id)
+    _stage(conn, schema.stg_lines, run, lines, location_id, memo)
+    return _stage(conn, schema.stg_invoices, run, invoices, location_id, memo)
 
 
 def active_user_report(conn: Connection, run: Run, memo: Memo | None = None) -> int:
@@ -364,27 +384,27 @@ def active_user_report(conn: Connection, run: Run, memo: Memo | None = None) -> 
                                 _suspended(conn, run, memo), run.billing_date)
     conn.execute(delete(schema.stg_report).where(schema.stg_report.c.run_id == run.run_id))
     for location_id, part in frame.groupby("location_id"):
-        _stage(conn, schema.stg_report, run, part, int(location_id))
+        _stage(conn, schema.stg_report, run, part, int(location_id), memo)
     return len(frame)
 
 
-def staged_outputs(conn: Connection, run: Run) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame]:
+def staged_outputs(conn: Connection, run: Run, memo: Memo | None = None) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame]:
     """What the run staged, as the frames publish writes: (result, report, quarantine)."""
     d = run.billing_date
     head = conn.execute(select(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)).mappings().first()
     if head is None:
         raise FlexbillError(f"run {run.run_id} has nothing staged: run its extract_snapshot step first")
-    lines = _unstage(conn, schema.stg_lines, run)
+    lines = _unstage(conn, schema.stg_lines, run, memo=memo)
     lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
-    invoices = _unstage(conn, schema.stg_invoices, run).assign(billing_date=d)
-    status = _unstage(conn, schema.stg_status, run)
+    invoices = _unstage(conn, schema.stg_invoices, run, memo=memo).assign(billing_date=d)
+    status = _unstage(conn, schema.stg_status, run, memo=memo)
     skipped = status[(status["reason"] != "") & (status["owed_periods"] > 0)].assign(billing_date=d)[
         ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]].reset_index(drop=True)
-    ledger = _unstage(conn, schema.stg_ledger, run)[["contract_id", "billed_before"]]
-    report_frame = _unstage(conn, schema.stg_report, run)
+    ledger = _unstage(conn, schema.stg_ledger, run, memo=memo)[["contract_id", "billed_before"]]
+    report_frame = _unstage(conn, schema.stg_report, run, memo=memo)
     report_frame = report_frame.assign(report_date=d)[["report_date", "location_id", *report.COUNTS]]
     report_frame = report_frame.sort_values("location_id").reset_index(drop=True)
-    quarantine = _unstage(conn, schema.stg_quarantine, run)[["source_table", "row_id", "reason"]]
+    quarantine = _unstage(conn, schema.stg_quarantine, run, memo=memo)[["source_table", "row_id", "reason"]]
     stats = billing.run_stats(status, lines, invoices, d)
     stats.update(events_appended=head["events_appended"], quarantined_rows=head["quarantined_rows"],
                  contracts_quarantined=head["contracts_quarantined"])
@@ -394,7 +414,7 @@ def staged_outputs(conn: Connection, run: Run) -> tuple[billing.DateResult, pd.D
 
 def validate_output(conn: Connection, run: Run, memo: Memo | None = None, tamper: Callable | None = None) -> dict:
     """Great Expectations on everything staged; raises OutputRejected, else marks the run publishable."""
-    result, report_frame, _ = staged_outputs(conn, run)
+    result, report_frame, _ = staged_outputs(conn, run, memo)
     if tamper is not None:
         tamper(result, report_frame)
     validation.check_outputs(_output_frames(result, report_frame))
@@ -411,7 +431,7 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
     if head["publish_seq"] != _publish_seq(conn):
         raise FlexbillError(f"another run published while run {run.run_id} for {run.billing_date} was staging: "
                             "its staging is stale, nothing was published; rerun the date")
-    result, report_frame, quarantine = staged_outputs(conn, run)
+    result, report_frame, quarantine = staged_outputs(conn, run, memo)
     clear_date(conn, run.billing_date)
     _write(conn, run.billing_date, result, quarantine, report_frame)
     _record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
@@ -450,14 +470,14 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None) ->
         with engine.begin() as conn:
             dialect.lock_for_run(conn)
             _pause("locked")
-            info = extract_snapshot(conn, run, memo)
+            extract_snapshot(conn, run, memo)
             for rule in RULES:
                 apply_rule(conn, run, rule, memo)
             _pause("after_rules")
-            for location_id in info["locations"]:
-                owed_periods(conn, run, location_id, memo)
-                suspension_filter(conn, run, location_id, memo)
-                build_invoices(conn, run, location_id, memo)
+            # the DAG maps these three over locations; here one pass covers every location (None)
+            owed_periods(conn, run, None, memo)
+            suspension_filter(conn, run, None, memo)
+            build_invoices(conn, run, None, memo)
             active_user_report(conn, run, memo)
             validate_output(conn, run, memo, tamper)
             summary = publish(conn, run, memo)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import string
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import OutputRejected
 
@@ -187,7 +187,6 @@ class _Gx:
 class InputVerdict:
     valid: dict  # table -> DataFrame of rows that may be billed
     quarantine: "object"  # DataFrame: source_table, row_id, reason
-    reasons: dict = field(default_factory=dict)  # (table, id) -> reason
 
 
 class _Formatter(string.Formatter):
@@ -388,8 +387,7 @@ def check_inputs(src: dict) -> InputVerdict:
     for name, frame in src.items():
         bad = {rid for (t, rid) in reasons if t == name}
         valid[name] = frame[~frame["id"].isin(list(bad))].reset_index(drop=True) if bad else frame
-    return InputVerdict(valid=valid, quarantine=quarantine,
-                        reasons={k: "; ".join(v) for k, v in reasons.items()})
+    return InputVerdict(valid=valid, quarantine=quarantine)
 
 
 def _prefixed(name: str, kwargs: dict) -> dict:

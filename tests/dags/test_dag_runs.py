@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from flexbill.airflow_steps import connection_json
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.demo import build_operator
 from flexbill.steps import backfill
-from tests.conftest import PG_ADMIN_URL, _pg_url
+from tests.processes import pg_databases
 
 FIRST, LAST = date(2026, 3, 30), date(2026, 4, 1)  # a month end, and the 1st when most contracts are due
 OUTPUTS = {
@@ -62,14 +60,8 @@ def second_db(db_url, tmp_path):
     if db_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'cli.sqlite'}"
         return
-    name = f"flexbill_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    yield _pg_url(name)
-    with admin.connect() as conn:
-        conn.execute(text(f'drop database if exists "{name}" with (force)'))
-    admin.dispose()
+    with pg_databases(1) as (url,):
+        yield url
 
 
 def test_dag_runs_equal_flexbill_backfill_and_a_middle_rerun_changes_nothing(

@@ -277,22 +277,27 @@ def _snapshot(conn: Connection, run: Run, memo: Memo) -> dict:
     return memo["src"]
 
 
+def _without_quarantined(conn: Connection, run: Run, memo: Memo, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (rows of source table `name`) less the rows extract_snapshot quarantined."""
+    if "quarantined" not in memo:  # read once per step, not once per table
+        memo["quarantined"] = _unstage(conn, schema.stg_quarantine, run, memo=memo)
+    bad = memo["quarantined"]
+    return frame[~frame["id"].isin(bad.loc[bad["source_table"] == name, "row_id"])].reset_index(drop=True)
+
+
 def _valid(conn: Connection, run: Run, memo: Memo) -> dict:
     """The snapshot less the rows extract_snapshot quarantined (and staged)."""
     if "valid" not in memo:
-        src = _snapshot(conn, run, memo)
-        bad = _unstage(conn, schema.stg_quarantine, run, memo=memo)
-        memo["valid"] = {name: frame[~frame["id"].isin(bad.loc[bad["source_table"] == name, "row_id"])]
-                         .reset_index(drop=True) for name, frame in src.items()}
+        memo["valid"] = {name: _without_quarantined(conn, run, memo, name, frame)
+                         for name, frame in _snapshot(conn, run, memo).items()}
     return memo["valid"]
 
 
 def _suspended(conn: Connection, run: Run, memo: Memo) -> pd.Series:
     """customer_id -> suspended at the cutoff, from the valid events (rule events included)."""
     if "suspended" not in memo:
-        events = extract.read_table(conn, schema.suspension_events, run.cutoff)
-        bad = _unstage(conn, schema.stg_quarantine, run, memo=memo)
-        events = events[~events["id"].isin(bad.loc[bad["source_table"] == "suspension_events", "row_id"])]
+        events = extract.read_table(conn, schema.suspension_events, run.cutoff)  # rule events included
+        events = _without_quarantined(conn, run, memo, "suspension_events", events)
         memo["suspended"] = rules.suspended_at(events, run.cutoff)
     return memo["suspended"]
 

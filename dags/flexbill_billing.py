@@ -10,8 +10,10 @@ it). D is the *start of the data interval*, not the logical date: a scheduled ru
 **Steps.** `extract_snapshot` reads and validates the source tables (bad rows go to
 `quarantine`), `apply_rule` appends the signup / plan / CRM-stage suspensions, then per location
 `owed_periods` → `suspension_filter` → `build_invoices`; `active_user_report`; `validate_output`
-(Great Expectations) and `publish`, which replaces D's outputs in one transaction. Intermediate
-results stay in staging tables keyed by the run id.
+(Great Expectations) and `publish`, which replaces D's outputs in one transaction; then
+`data_quality_report` writes the page finance reads before invoices go out (and the GX Data Docs)
+under `$FLEXBILL_REPORT_DIR` / `$FLEXBILL_GX_DIR`. Intermediate results stay in staging tables keyed
+by the run id.
 
 **Rerun safety.** Clearing a failed task and rerunning it is safe; clearing the whole run
 republishes D with the same result. A period is never invoiced twice: the database refuses it.
@@ -21,7 +23,8 @@ republishes D with the same result. A period is never invoiced twice: the databa
 waits for the previous date's publish).
 
 **On failure.** `validate_output` failing means the staged invoices broke a rule: nothing was
-published; read the task log, do not force the run green. A database error is retried with
+published; the task writes the data-quality report showing the run as blocked and why (its path is
+in the task log); do not force the run green. A database error is retried with
 backoff. Quarantined source rows do not fail the run: fix them in the billing database and
 rerun the date.
 """
@@ -81,6 +84,11 @@ def flexbill_billing():
         """Replace D's outputs with the staged ones in one transaction (after D-1 has published)."""
         return steps.publish_summary(data_interval_start, run_id)
 
+    @task
+    def data_quality_report(data_interval_start=None) -> str:
+        """Write D's data-quality report for finance (HTML, CSV, GX Data Docs); returns its path."""
+        return steps.data_quality_report(data_interval_start)
+
     locations = extract_snapshot()
     rules = apply_rule.expand(rule=list(steps.RULES))
     owed = owed_periods.expand(location_id=locations)
@@ -88,7 +96,7 @@ def flexbill_billing():
     invoiced = build_invoices.expand(location_id=locations)
     report = active_user_report()
     checked = validate_output()
-    locations >> rules >> owed >> filtered >> invoiced >> report >> checked >> publish()
+    locations >> rules >> owed >> filtered >> invoiced >> report >> checked >> publish() >> data_quality_report()
 
 
 flexbill_billing()

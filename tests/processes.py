@@ -35,6 +35,7 @@ def clean_env(db_url: str | None = None, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("FLEXBILL_DB_URL", "FLEXBILL_PAUSE_AT", "FLEXBILL_PAUSE_SECONDS", "COLUMNS", "LINES")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["FLEXBILL_REPORT"] = "0"  # the data-quality report has its own tests (tests/integration/test_finance_report.py)
     if db_url is not None:
         env["FLEXBILL_DB_URL"] = db_url
     env.update(extra)

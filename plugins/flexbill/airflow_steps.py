@@ -86,7 +86,29 @@ def step(name: str, data_interval_start, run_id: str, *args):
             return getattr(steps, name)(conn, run, *args)
     except OutputRejected as exc:
         steps.record_failure(eng, run.billing_date, steps.utcnow(), str(exc))
-        raise
+        try:  # finance sees the blocked run and why; the task fails either way
+            path = _report(eng, run.billing_date)
+        except Exception as report_exc:  # noqa: BLE001 - the rejection is the error to raise
+            raise OutputRejected(f"{exc} (the data-quality report failed too: {report_exc})") from None
+        raise OutputRejected(f"{exc} The data-quality report is {path}") from None
+    finally:
+        eng.dispose()
+
+
+def _report(eng, d: date) -> str:
+    from .finance_report import write_report
+
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    out = os.environ.get("FLEXBILL_REPORT_DIR") or os.path.join(home, "flexbill", "reports")
+    gx = os.environ.get("FLEXBILL_GX_DIR") or os.path.join(home, "flexbill", "gx")
+    return str(write_report(eng, d, out, gx))
+
+
+def data_quality_report(data_interval_start) -> str:
+    """Write D's data-quality report and GX Data Docs; returns the page's path (see README, "Data quality")."""
+    eng = engine()
+    try:
+        return _report(eng, billing_date(data_interval_start))
     finally:
         eng.dispose()
 

@@ -26,6 +26,13 @@ err = Console(stderr=True)
 
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL of the billing database "
                         "[default: $FLEXBILL_DB_URL, else sqlite:///var/flexbill.sqlite]", show_default=False)
+OutOption = typer.Option(None, "--out", help="Folder of the data-quality reports (one sub-folder per date) "
+                         "[default: $FLEXBILL_REPORT_DIR, else var/reports]", show_default=False)
+GxOption = typer.Option(None, "--gx-dir", help="Folder of the Great Expectations project that keeps every "
+                        "validation and the Data Docs [default: $FLEXBILL_GX_DIR, else var/gx]", show_default=False)
+ReportOption = typer.Option(True, "--report/--no-report", envvar="FLEXBILL_REPORT",
+                            help="Write the date's data-quality report and GX Data Docs after the run "
+                            "[env FLEXBILL_REPORT=0 turns it off].")
 
 
 def parse_date(text: str, option: str) -> date:
@@ -73,19 +80,58 @@ def init_db(db: Optional[str] = DbOption) -> None:
 @app.command()
 def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD): bills what is owed on D, "
                                   "as the world was at D+1 00:00 UTC."),
-        db: Optional[str] = DbOption) -> None:
+        db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
+        gx_dir: Optional[str] = GxOption) -> None:
     """Run billing for one date. Rerunning a date replaces its outputs with the same result."""
+    from .errors import OutputRejected
     from .steps import run_billing_date
 
     d = parse_date(date_, "--date")
-    _print_run(run_billing_date(_engine(db), d))
+    engine = _engine(db)
+    try:
+        summary = run_billing_date(engine, d)
+    except OutputRejected as exc:
+        if report:  # finance sees the blocked run and why
+            path = _write_report(engine, d, out_dir, gx_dir, after="was blocked")
+            raise OutputRejected(f"{exc} The data-quality report is {path}") from None
+        raise
+    _print_run(summary)
+    if report:
+        _write_report(engine, d, out_dir, gx_dir, after="was published")
+
+
+def _write_report(engine, d: date, out_dir: Optional[str], gx_dir: Optional[str], after: str):
+    from .finance_report import write_report
+
+    try:
+        path = write_report(engine, d, out_dir, gx_dir)
+    except FlexbillError:
+        raise
+    except Exception as exc:  # the billing result stands; say what failed and how to redo the report alone
+        raise FlexbillError(f"{d} {after}, but its data-quality report failed: {type(exc).__name__}: {exc}. "
+                            f"Fix that and run `flexbill report --date {d}`") from None
+    out.print(f"data-quality report: {path}", highlight=False, soft_wrap=True)
+    return path
+
+
+@app.command()
+def report(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD)."),
+           out_dir: Optional[str] = OutOption, gx_dir: Optional[str] = GxOption, db: Optional[str] = DbOption) -> None:
+    """Write D's data-quality report for finance: an HTML page, CSV exports and the GX Data Docs."""
+    from .db.connect import require_schema
+
+    d = parse_date(date_, "--date")
+    engine = _engine(db)
+    require_schema(engine)
+    _write_report(engine, d, out_dir, gx_dir, after="is unchanged")
 
 
 @app.command()
 def backfill(from_: str = typer.Option(..., "--from", help="First billing date (YYYY-MM-DD)."),
              to: str = typer.Option(..., "--to", help="Last billing date (YYYY-MM-DD), inclusive."),
-             db: Optional[str] = DbOption) -> None:
-    """Run every billing date from --from to --to, in date order, one transaction each."""
+             db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
+             gx_dir: Optional[str] = GxOption) -> None:
+    """Run every billing date from --from to --to, in date order, one transaction each; then the last date's report."""
     from .db.connect import require_schema
     from .steps import backfill as run_range
 
@@ -105,6 +151,8 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
         summaries = run_range(engine, first, last, progress=step)
     invoices = sum(s.stats["invoices"] for s in summaries)
     out.print(f"backfilled {len(summaries)} dates {first}..{last}: {invoices} invoices", highlight=False)
+    if report:  # the last date's report charts the range; `flexbill report --date` writes any other date's
+        _write_report(engine, last, out_dir, gx_dir, after="was published")
 
 
 def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str]):
@@ -143,11 +191,14 @@ def demo(db: Optional[str] = typer.Option(None, "--db", help="Database to build 
                                           "[default: sqlite:///var/demo.sqlite, recreated]", show_default=False),
          days: int = typer.Option(90, "--days", min=1, help="How many days to backfill."),
          customers: int = typer.Option(2000, "--customers", min=10, help="Synthetic customers."),
-         seed: int = typer.Option(7, "--seed", help="Random seed of the synthetic operator.")) -> None:
-    """Build a synthetic operator, backfill it and print what a billing operator sees."""
+         seed: int = typer.Option(7, "--seed", help="Random seed of the synthetic operator."),
+         report: bool = ReportOption, out_dir: Optional[str] = OutOption, gx_dir: Optional[str] = GxOption) -> None:
+    """Build a synthetic operator, backfill it, print what a billing operator sees and write the last date's report."""
     from .demo import run_demo
 
-    run_demo(db, days=days, customers=customers, seed=seed, console=out, progress_console=err)
+    engine, last = run_demo(db, days=days, customers=customers, seed=seed, console=out, progress_console=err)
+    if report:
+        _write_report(engine, last, out_dir, gx_dir, after="was published")
 
 
 def main() -> None:

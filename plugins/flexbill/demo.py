@@ -174,7 +174,8 @@ def _add_bad_rows(rows: dict, plan_id: int, contract_id: int, customers: int, ev
 
 
 def run_demo(url: str | None, days: int, customers: int, seed: int, console: Console,
-             progress_console: Console) -> None:
+             progress_console: Console):
+    """Build and backfill the demo operator, print the operator summary; returns (engine, last billing date)."""
     from . import summary
     from .steps import backfill
 
@@ -199,3 +200,4 @@ def run_demo(url: str | None, days: int, customers: int, seed: int, console: Con
                  progress=lambda r: bar.update(task, advance=1, description=f"{r.billing_date}"))
     console.print(f"backfilled {days} billing dates {first} .. {WINDOW_END} in {time.perf_counter() - t1:.1f}s\n")
     summary.print_summary(engine, first, WINDOW_END, console)
+    return engine, WINDOW_END

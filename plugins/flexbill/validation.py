@@ -28,75 +28,99 @@ ACTIONS = ["suspend", "lift"]
 SOURCES = ["manual", "signup", "plan", "crm_stage"]
 SKIP_REASONS = ["suspended", "archived"]
 
-# (expectation class, kwargs, reason template); templates name columns of the checked frame.
-INPUT_RULES: dict[str, list[tuple[str, dict, str]]] = {
+# (expectation class, kwargs, reason template, note for finance); templates name columns of the checked frame.
+# The reason goes on each quarantined row; the note explains the check in the data-quality report.
+INPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
     "locations": [
         ("ExpectColumnValuesToMatchRegex", {"column": "currency", "regex": CURRENCY},
-         "currency '{currency}' is not an ISO 4217 code: set locations.currency to three capital letters"),
+         "currency '{currency}' is not an ISO 4217 code: set locations.currency to three capital letters",
+         "A location without a valid currency code cannot invoice: its customers are held back until it is fixed."),
         ("ExpectColumnValuesToBeBetween", {"column": "tax_rate_e4", "min_value": 0, "max_value": 10000},
-         "tax_rate {tax_rate} is outside 0..1: set locations.tax_rate (0.2000 means 20 %)"),
+         "tax_rate {tax_rate} is outside 0..1: set locations.tax_rate (0.2000 means 20 %)",
+         "A tax rate outside 0-100 % would put wrong tax on every invoice of the location: the location is held back."),
     ],
     "plans": [
         ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
-         "location {location_id} does not exist: fix plans.location_id or add the location"),
+         "location {location_id} does not exist: fix plans.location_id or add the location",
+         "A plan that belongs to no location has no currency or tax rate: it is not billed."),
         ("ExpectColumnValuesToBeBetween", {"column": "price_cents", "min_value": 0},
-         "price {price} is negative: set plans.price to 0 or more"),
+         "price {price} is negative: set plans.price to 0 or more",
+         "A negative plan price would credit customers: contracts on it are not billed."),
         ("ExpectColumnPairValuesToBeEqual",
          {"column_A": "currency", "column_B": "location_currency", "ignore_row_if": "either_value_is_missing"},
-         "currency {currency} differs from its location's {location_currency}: set plans.currency to {location_currency}"),
+         "currency {currency} differs from its location's {location_currency}: set plans.currency to {location_currency}",
+         "A plan priced in another currency than its location would invoice in the wrong currency: it is not billed."),
         ("ExpectColumnValuesToBeInSet", {"column": "positive_steps", "value_set": [1]},
          "invoice_every_months={invoice_every_months} and invoice_every_weeks={invoice_every_weeks}: "
-         "exactly one of them must be greater than 0 and neither negative"),
+         "exactly one of them must be greater than 0 and neither negative",
+         "A plan must bill either monthly or weekly, never both or neither: otherwise its periods are undefined and it is not billed."),
     ],
     "customers": [
         ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
-         "location {location_id} does not exist: fix customers.location_id or add the location"),
+         "location {location_id} does not exist: fix customers.location_id or add the location",
+         "A customer of an unknown location has no currency or tax rate: not billed."),
     ],
     "contracts": [
         ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
-         "customer {customer_id} does not exist: fix contracts.customer_id or add the customer"),
+         "customer {customer_id} does not exist: fix contracts.customer_id or add the customer",
+         "A contract of an unknown customer has nobody to invoice: not billed."),
         ("ExpectColumnValuesToBeInSet", {"column": "plan_found", "value_set": [True]},
-         "plan {plan_id} does not exist: fix contracts.plan_id or add the plan"),
+         "plan {plan_id} does not exist: fix contracts.plan_id or add the plan",
+         "A contract on an unknown plan has no price or period: not billed."),
         ("ExpectColumnValuesToBeBetween", {"column": "quantity", "min_value": 1},
-         "quantity {quantity} is not positive: set contracts.quantity to 1 or more"),
+         "quantity {quantity} is not positive: set contracts.quantity to 1 or more",
+         "A quantity of zero or less would invoice nothing or a credit: the contract is held back."),
         ("ExpectColumnValuesToBeBetween", {"column": "price_cents", "min_value": 0},
-         "price {price} is negative: set contracts.price to 0 or more, or to null for the plan's price"),
+         "price {price} is negative: set contracts.price to 0 or more, or to null for the plan's price",
+         "A negative contract price would credit the customer: the contract is held back."),
         ("ExpectColumnPairValuesToBeEqual",
          {"column_A": "plan_currency", "column_B": "customer_currency", "ignore_row_if": "either_value_is_missing"},
          "plan {plan_id} bills in {plan_currency} but the customer's location bills in {customer_currency}: "
-         "move the contract to a {customer_currency} plan"),
+         "move the contract to a {customer_currency} plan",
+         "The contract's plan bills in another currency than the customer's location: invoicing it would mix currencies."),
         ("ExpectColumnValuesToBeBetween", {"column": "billing_day", "min_value": 1, "max_value": 28},
-         "billing_day {billing_day} is outside 1..28: set contracts.billing_day to 1..28 or null for the anniversary"),
+         "billing_day {billing_day} is outside 1..28: set contracts.billing_day to 1..28 or null for the anniversary",
+         "A billing day outside 1-28 does not exist in every month: the contract is held back."),
         ("ExpectColumnValuesToBeNull", {"column": "weekly_billing_day"},
-         "billing_day {billing_day} is set on weekly plan {plan_id}: set contracts.billing_day to null"),
+         "billing_day {billing_day} is set on weekly plan {plan_id}: set contracts.billing_day to null",
+         "A billing day only applies to monthly plans: the weekly contract is held back until it is cleared."),
         ("ExpectColumnPairValuesAToBeGreaterThanB",
          {"column_A": "cancellation_date", "column_B": "start_date", "or_equal": True,
           "ignore_row_if": "either_value_is_missing"},
-         "cancellation_date {cancellation_date} is before start_date {start_date}: correct one of them"),
+         "cancellation_date {cancellation_date} is before start_date {start_date}: correct one of them",
+         "A contract cancelled before it starts has no valid billing period: it is held back."),
     ],
     "suspension_events": [
         ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
-         "customer {customer_id} does not exist: fix suspension_events.customer_id"),
+         "customer {customer_id} does not exist: fix suspension_events.customer_id",
+         "A suspension of an unknown customer changes nobody's invoices: it is ignored until fixed."),
         ("ExpectColumnValuesToBeInSet", {"column": "action", "value_set": ACTIONS},
-         "action '{action}' is unknown: it must be 'suspend' or 'lift'"),
+         "action '{action}' is unknown: it must be 'suspend' or 'lift'",
+         "A suspension event must suspend or lift; anything else is ignored until fixed."),
         ("ExpectColumnValuesToBeInSet", {"column": "source", "value_set": SOURCES},
-         "source '{source}' is unknown: it must be manual, signup, plan or crm_stage"),
+         "source '{source}' is unknown: it must be manual, signup, plan or crm_stage",
+         "A suspension must come from an admin or an automatic rule; anything else is ignored until fixed."),
         ("ExpectColumnValuesToBeInSet", {"column": "lift_source", "value_set": ["manual"]},
-         "a lift with source '{source}': only a manual lift ends a suspension; record lifts with `flexbill lift`"),
+         "a lift with source '{source}': only a manual lift ends a suspension; record lifts with `flexbill lift`",
+         "Only an admin can lift a suspension: an automatic lift is ignored, so the customer stays suspended."),
     ],
     "crm_boards": [
         ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
-         "location {location_id} does not exist: fix crm_boards.location_id"),
+         "location {location_id} does not exist: fix crm_boards.location_id",
+         "A CRM board of an unknown location cannot suspend anyone."),
     ],
     "crm_stages": [
         ("ExpectColumnValuesToBeInSet", {"column": "board_found", "value_set": [True]},
-         "board {board_id} does not exist: fix crm_stages.board_id"),
+         "board {board_id} does not exist: fix crm_stages.board_id",
+         "A CRM stage of an unknown board cannot suspend anyone."),
     ],
     "crm_stage_entries": [
         ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
-         "customer {customer_id} does not exist: fix crm_stage_entries.customer_id"),
+         "customer {customer_id} does not exist: fix crm_stage_entries.customer_id",
+         "A CRM entry of an unknown customer cannot suspend anyone."),
         ("ExpectColumnValuesToBeInSet", {"column": "stage_found", "value_set": [True]},
-         "stage {stage_id} does not exist: fix crm_stage_entries.stage_id"),
+         "stage {stage_id} does not exist: fix crm_stage_entries.stage_id",
+         "A CRM entry in an unknown stage cannot suspend anyone."),
     ],
 }
 
@@ -111,30 +135,38 @@ DEPENDENCIES = [
     ("crm_stage_entries", "stage_id", "crm_stages"),
 ]
 
-OUTPUT_RULES: dict[str, list[tuple[str, dict, str]]] = {
+OUTPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
     "invoice_lines": [
         ("ExpectColumnValuesToBeBetween", {"column": "amount_cents", "min_value": 0},
-         "a line amount is negative"),
+         "a line amount is negative",
+         "No invoice line may be a credit: a negative amount blocks the whole run."),
         ("ExpectColumnPairValuesAToBeGreaterThanB",
          {"column_A": "full_cents", "column_B": "amount_cents", "or_equal": True},
-         "a line amount exceeds a full period's price x quantity"),
+         "a line amount exceeds a full period's price x quantity",
+         "A line can never charge more than a full period: a larger amount blocks the run."),
         ("ExpectColumnPairValuesAToBeGreaterThanB", {"column_A": "period_end", "column_B": "period_start"},
-         "a line's period is empty or reversed"),
+         "a line's period is empty or reversed",
+         "Every line covers at least one day: an empty period blocks the run."),
         ("ExpectCompoundColumnsToBeUnique", {"column_list": ["contract_id", "period_start"]},
-         "a period is invoiced twice"),
+         "a period is invoiced twice",
+         "Each billing period is invoiced once: a duplicate blocks the run."),
     ],
     "invoices": [
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "subtotal_cents", "column_B": "lines_cents"},
-         "an invoice subtotal differs from the sum of its lines"),
+         "an invoice subtotal differs from the sum of its lines",
+         "An invoice subtotal must equal the sum of its lines."),
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "total_cents", "column_B": "subtotal_plus_tax"},
-         "an invoice total differs from subtotal + tax"),
+         "an invoice total differs from subtotal + tax",
+         "An invoice total must equal subtotal plus tax."),
     ],
     "skipped_contracts": [
-        ("ExpectColumnValuesToBeInSet", {"column": "reason", "value_set": SKIP_REASONS}, "a skip reason is unknown"),
+        ("ExpectColumnValuesToBeInSet", {"column": "reason", "value_set": SKIP_REASONS}, "a skip reason is unknown",
+         "Every skipped contract is skipped because its customer is suspended or archived."),
     ],
     "active_user_report": [
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "members", "column_B": "active_plus_suspended"},
-         "members differ from active + suspended"),
+         "members differ from active + suspended",
+         "Every member is either active or suspended."),
     ],
 }
 
@@ -169,8 +201,9 @@ class _Gx:
     def suite(self, name: str, rules) -> object:
         if name not in self.suites:
             expectations = []
-            for kind, kwargs, note in rules:
-                expectations.append(getattr(self.gx.expectations, kind)(**kwargs, meta={"reason": note}))
+            for kind, kwargs, note, finance in rules:
+                expectations.append(getattr(self.gx.expectations, kind)(
+                    **kwargs, meta={"reason": note, "finance": finance}))
             self.suites[name] = self.gx.ExpectationSuite(name=name, expectations=expectations)
         return self.suites[name]
 
@@ -267,7 +300,8 @@ def _check_frames(src: dict) -> dict:
 
 
 REQUIRED_RULE = ("ExpectColumnValuesToBeNull", {"column": "missing_required"},
-                 "{missing_required}: set a valid value")
+                 "{missing_required}: set a valid value",
+                 "A row with a required value missing or unreadable cannot be billed safely: it is held back.")
 
 
 def _missing_required(name: str, frame):
@@ -331,7 +365,7 @@ def _failures(name: str, frame) -> dict:
     if frame.empty:
         return {}
     frame = frame.assign(missing_required=_missing_required(name, frame))
-    for _, _, note in INPUT_RULES[name]:  # columns a template names must exist for formatting
+    for _, _, note, _ in INPUT_RULES[name]:  # columns a template names must exist for formatting
         for _, field_name, _, _ in _FORMAT.parse(note):
             if field_name and field_name not in frame.columns:
                 frame[field_name] = None
@@ -400,20 +434,20 @@ def _prefixed(name: str, kwargs: dict) -> dict:
     return out
 
 
-STACKED_OUTPUT_RULES = [(kind, _prefixed(name, kwargs), f"{name}: {note}")
-                        for name, rules in OUTPUT_RULES.items() for kind, kwargs, note in rules]
+STACKED_OUTPUT_RULES = [(kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
+                        for name, rules in OUTPUT_RULES.items() for kind, kwargs, note, finance in rules]
 
 
-def _stack(frames: dict):
-    """All staged outputs as one frame (columns `<table>__<column>`), validated in one GX call."""
+def _stack(frames: dict, rules_by_table: dict | None = None):
+    """Frames of several tables as one (columns `<table>__<column>`), validated in one GX call."""
     import pandas as pd
 
     parts = []
-    for name, rules in OUTPUT_RULES.items():
+    for name, rules in (OUTPUT_RULES if rules_by_table is None else rules_by_table).items():
         frame = frames.get(name)
         if frame is None or frame.empty:
             continue
-        columns = sorted({c for _, kwargs, _ in rules for k, v in kwargs.items()
+        columns = sorted({c for _, kwargs, _, _ in rules for k, v in kwargs.items()
                           if k in ("column", "column_A", "column_B", "column_list")
                           for c in (v if isinstance(v, list) else [v])})
         part = frame[columns].reset_index(drop=True)
@@ -424,15 +458,63 @@ def _stack(frames: dict):
     return pd.concat(parts, ignore_index=True) if parts else None
 
 
-def check_outputs(frames: dict) -> None:
-    """Raise OutputRejected (nothing is published) when a staged output breaks a rule."""
-    stacked = _stack(frames)
-    if stacked is None:
-        return
-    for _, kwargs, _ in STACKED_OUTPUT_RULES:  # a table with no rows today still needs its columns
+def _with_all_columns(stacked, rules):
+    """A table with no rows today still needs its columns."""
+    import pandas as pd
+
+    stacked = pd.DataFrame() if stacked is None else stacked
+    for _, kwargs, _, _ in rules:
         for c in [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"), *kwargs.get("column_list", [])]:
             if c and c not in stacked.columns:
-                stacked[c] = None
+                stacked[c] = pd.Series([None] * len(stacked), dtype=object)
+    return stacked
+
+
+INPUT_RULES_WITH_REQUIRED = {name: rules + [REQUIRED_RULE] for name, rules in INPUT_RULES.items()}
+STACKED_INPUT_RULES = [(kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
+                       for name, rules in INPUT_RULES_WITH_REQUIRED.items() for kind, kwargs, note, finance in rules]
+SUITES = {"flexbill_inputs": STACKED_INPUT_RULES, "flexbill_outputs": STACKED_OUTPUT_RULES}
+SUITE_NOTES = {
+    "flexbill_inputs": "Checks on the operator's billing database, as of the run's cutoff. A row that fails is "
+                       "quarantined: never billed, listed in the report with what to fix.",
+    "flexbill_outputs": "Checks on the invoices, skips and active-user report a run is about to publish. "
+                        "Any failure blocks the run: nothing is published.",
+}
+
+
+def stacked_inputs(src: dict):
+    """The source snapshot as the one frame the `flexbill_inputs` suite reads."""
+    frames = _check_frames(src)
+    for name, frame in frames.items():
+        frames[name] = frame.assign(missing_required=_missing_required(name, frame))
+    return _with_all_columns(_stack(frames, INPUT_RULES_WITH_REQUIRED), STACKED_INPUT_RULES)
+
+
+def stacked_outputs(frames: dict):
+    """Outputs (as staged, or as published) as the one frame the `flexbill_outputs` suite reads."""
+    return _with_all_columns(_stack(frames), STACKED_OUTPUT_RULES)
+
+
+def suite_json(name: str) -> dict:
+    """The suite as GX serializes it: what include/gx/expectations/<name>.json holds."""
+    gx = _Gx.get().gx
+    suite = gx.ExpectationSuite(
+        name=name, meta={"flexbill_version": SUITE_VERSION, "notes": SUITE_NOTES[name]},
+        expectations=[getattr(gx.expectations, kind)(**kwargs, meta={"reason": note, "finance": finance})
+                      for kind, kwargs, note, finance in SUITES[name]])
+    out = suite.to_json_dict()
+    out.pop("id", None)
+    for e in out.get("expectations", []):
+        e.pop("id", None)
+    out["meta"].pop("great_expectations_version", None)
+    return out
+
+
+def check_outputs(frames: dict) -> None:
+    """Raise OutputRejected (nothing is published) when a staged output breaks a rule."""
+    if all(f is None or f.empty for f in frames.values()):
+        return
+    stacked = stacked_outputs(frames)
     gx = _Gx.get()
     if gx.validate("outputs", STACKED_OUTPUT_RULES, stacked, "BOOLEAN_ONLY").success:
         return

@@ -23,7 +23,8 @@ BILLING_GRAPH = {  # task -> downstream tasks, as the DAG's doc_md describes
     "build_invoices": {"active_user_report"},
     "active_user_report": {"validate_output"},
     "validate_output": {"publish"},
-    "publish": set(),
+    "publish": {"data_quality_report"},
+    "data_quality_report": set(),
 }
 
 

@@ -1,0 +1,313 @@
+"""The data-quality report finance reads before a billing date's invoices go out.
+
+`write_report(engine, D)` writes, under <out>/<D>/ (--out, $FLEXBILL_REPORT_DIR, else var/reports):
+
+  index.html       one self-contained page (inline CSS, the chart as inline SVG drawn by matplotlib;
+                   nothing loaded from the network): run status, invoices per currency and location,
+                   skipped contracts and back-billing, quarantine with what to fix, the active-user
+                   report with the suspended-with-portal-access list, reconciliation, the Great
+                   Expectations checks with a link to the GX Data Docs, and the last 30 dates;
+  invoices.csv, skipped.csv, quarantine.csv   the date's rows, for a spreadsheet.
+
+Every figure is read back from the output tables (what was published), never from the run's memory.
+Text from the billing database is escaped (Jinja2 autoescape); the database URL is shown redacted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection, Engine
+
+from .db import schema as s
+
+HISTORY_DAYS = 30
+TEMPLATE = "finance_report.html.j2"
+
+
+def report_dir(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get("FLEXBILL_REPORT_DIR") or "var/reports").resolve()
+
+
+# ------------------------------------------------------------------ figures, read from the output tables
+
+def run_status(conn: Connection, d: date) -> dict:
+    row = conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == d)).mappings().first()
+    if row is None:
+        return {"state": "not run", "ok": False, "text": f"No run for {d} is recorded: run `flexbill run --date {d}`."}
+    if row["status"] == "published":
+        return {"state": "validated", "ok": True, "row": dict(row),
+                "text": f"Validated and published at {row['published_at']:%Y-%m-%d %H:%M:%S} UTC."}
+    text = f"Blocked at {row['finished_at']:%Y-%m-%d %H:%M:%S} UTC: {row['message'] or 'no reason recorded'}"
+    if row["published_at"] is not None:
+        text += f" The figures below are from the last good publish, at {row['published_at']:%Y-%m-%d %H:%M:%S} UTC."
+    else:
+        text += " Nothing is published for this date."
+    return {"state": "blocked", "ok": False, "row": dict(row), "text": text}
+
+
+def invoices_by_location(conn: Connection, d: date) -> list[dict]:
+    i, loc = s.invoices, s.locations
+    rows = conn.execute(
+        select(i.c.currency, i.c.location_id, loc.c.name, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax),
+               func.sum(i.c.total))
+        .select_from(i.outerjoin(loc, loc.c.id == i.c.location_id))
+        .where(i.c.billing_date == d).group_by(i.c.currency, i.c.location_id, loc.c.name)
+        .order_by(i.c.currency, i.c.location_id)).all()
+    return [{"currency": c, "location_id": lid, "location": name, "invoices": n, "subtotal": _money(sub),
+             "tax": _money(tax), "total": _money(tot)} for c, lid, name, n, sub, tax, tot in rows]
+
+
+def totals_by_currency(rows: list[dict]) -> list[dict]:
+    out: dict[str, dict] = {}
+    for r in rows:
+        t = out.setdefault(r["currency"], {"currency": r["currency"], "invoices": 0, "subtotal": Decimal("0.00"),
+                                           "tax": Decimal("0.00"), "total": Decimal("0.00")})
+        for k in ("invoices", "subtotal", "tax", "total"):
+            t[k] += r[k]
+    return list(out.values())
+
+
+def skipped(conn: Connection, d: date) -> list[dict]:
+    k, c, loc = s.skipped_contracts, s.customers, s.locations
+    rows = conn.execute(
+        select(k.c.reason, loc.c.currency, func.count(), func.sum(k.c.owed_periods), func.sum(k.c.owed_amount))
+        .select_from(k.outerjoin(c, c.c.id == k.c.customer_id).outerjoin(loc, loc.c.id == c.c.location_id))
+        .where(k.c.billing_date == d).group_by(k.c.reason, loc.c.currency).order_by(k.c.reason, loc.c.currency)).all()
+    return [{"reason": r, "currency": cur, "contracts": n, "periods": p, "amount": _money(a)}
+            for r, cur, n, p, a in rows]
+
+
+def back_billed(conn: Connection, d: date) -> list[dict]:
+    """Lines of D for periods that started before D: missed while suspended, billed after a lift."""
+    i, li = s.invoices, s.invoice_lines
+    rows = conn.execute(
+        select(i.c.currency, func.count(func.distinct(i.c.customer_id)), func.count(), func.sum(li.c.amount))
+        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+        .where(i.c.billing_date == d, li.c.period_start < d)
+        .group_by(i.c.currency).order_by(i.c.currency)).all()
+    return [{"currency": c, "customers": n, "periods": p, "amount": _money(a)} for c, n, p, a in rows]
+
+
+def split_reason(reason: str) -> tuple[str, str]:
+    """(what is wrong, what to do): reasons read '<problem>: <fix>'; a dependent row names its parent."""
+    if reason.startswith("depends on quarantined "):
+        parent = reason[len("depends on quarantined "):].split(" (", 1)[0]
+        return reason, f"fix {parent} (listed here): this row is billed again once its {parent.split()[0]} passes"
+    depth = 0
+    for pos, ch in enumerate(reason):
+        depth += ch == "(" or -(ch == ")")
+        if depth == 0 and reason.startswith(": ", pos):
+            return reason[:pos], reason[pos + 2:]
+    return reason, "correct the row in the billing database, then rerun the date"
+
+
+def quarantine(conn: Connection, d: date) -> list[dict]:
+    q = s.quarantine
+    rows = conn.execute(select(q.c.source_table, q.c.row_id, q.c.reason).where(q.c.billing_date == d)
+                        .order_by(q.c.source_table, q.c.row_id)).all()
+    out = []
+    for table, row_id, reason in rows:
+        problem, fix = split_reason(reason)
+        out.append({"table": table, "row_id": row_id, "reason": reason, "problem": problem, "fix": fix})
+    return out
+
+
+def active_users(conn: Connection, d: date) -> list[dict]:
+    r, loc = s.active_user_report, s.locations
+    rows = conn.execute(
+        select(r.c.location_id, loc.c.name, r.c.members, r.c.active_users, r.c.suspended_members,
+               r.c.suspended_with_portal_access, r.c.contacts)
+        .select_from(r.outerjoin(loc, loc.c.id == r.c.location_id))
+        .where(r.c.report_date == d).order_by(r.c.location_id)).all()
+    keys = ["location_id", "location", "members", "active_users", "suspended_members",
+            "suspended_with_portal_access", "contacts"]
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def portal_review(conn: Connection, d: date) -> list[dict]:
+    """The suspended members who still have Members Portal access at D's cutoff: the list an admin reviews."""
+    from . import report, rules
+    from .db import extract
+    from .steps import cutoff_of
+
+    cutoff = cutoff_of(d)
+    q = s.quarantine
+    bad = conn.execute(select(q.c.source_table, q.c.row_id).where(q.c.billing_date == d)).all()
+    held = {(t, int(rid)) for t, rid in bad}
+    src = {name: extract.read_table(conn, s.metadata.tables[name], cutoff)
+           for name in ("customers", "contracts", "suspension_events")}
+    valid = {name: frame[~frame["id"].isin([rid for t, rid in held if t == name])] for name, frame in src.items()}
+    suspended = rules.suspended_at(valid["suspension_events"], cutoff)
+    frame = report.suspended_with_portal_access(valid["customers"], src["contracts"], suspended, d)
+    since = _suspended_since(valid["suspension_events"], cutoff)
+    return [{"customer_id": int(r.customer_id), "location_id": int(r.location_id), "full_name": r.full_name,
+             "email": r.email, "suspended_since": since.get(int(r.customer_id))}
+            for r in frame.sort_values(["location_id", "customer_id"]).itertuples()]
+
+
+def _suspended_since(events, cutoff) -> dict:
+    import pandas as pd
+
+    ev = events[events["occurred_at"] < pd.Timestamp(cutoff)]
+    last = ev.sort_values(["customer_id", "occurred_at", "id"], kind="stable").groupby("customer_id").tail(1)
+    return {int(c): (t, src) for c, t, src in zip(last["customer_id"], last["occurred_at"], last["source"])}
+
+
+def reconciliation(conn: Connection, d: date) -> dict | None:
+    """Contracts with owed periods = invoiced + skipped + quarantined (+ billed on later dates), from the tables."""
+    run = conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == d)).mappings().first()
+    if run is None:
+        return None
+    i, li, k, q = s.invoices, s.invoice_lines, s.skipped_contracts, s.quarantine
+    invoiced = conn.execute(select(func.count(func.distinct(li.c.contract_id)))
+                            .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+                            .where(i.c.billing_date == d)).scalar_one()
+    skipped_n = conn.execute(select(func.count()).where(k.c.billing_date == d)).scalar_one()
+    quarantined = conn.execute(select(func.count()).where(
+        and_(q.c.billing_date == d, q.c.source_table == "contracts"))).scalar_one()
+    owed = run["contracts_owed"] + run["contracts_quarantined"]
+    later = run["contracts_billed_later"]
+    ok = (owed == invoiced + skipped_n + quarantined + later
+          and (run["contracts_invoiced"], run["contracts_skipped"], run["contracts_quarantined"])
+          == (invoiced, skipped_n, quarantined))
+    return {"owed": owed, "invoiced": invoiced, "skipped": skipped_n, "quarantined": quarantined,
+            "billed_later": later, "ok": ok}
+
+
+def history(conn: Connection, d: date, days: int = HISTORY_DAYS) -> dict:
+    """Per date of the last `days` ending at D: invoiced total per currency and quarantined rows."""
+    first = d - timedelta(days=days - 1)
+    i, q = s.invoices, s.quarantine
+    dates = [first + timedelta(days=n) for n in range(days)]
+    totals: dict[str, dict] = {}
+    for day, cur, total in conn.execute(
+            select(i.c.billing_date, i.c.currency, func.sum(i.c.total))
+            .where(i.c.billing_date.between(first, d)).group_by(i.c.billing_date, i.c.currency)).all():
+        totals.setdefault(cur, {})[_as_date(day)] = _money(total)
+    quarantined = {_as_date(day): n for day, n in conn.execute(
+        select(q.c.billing_date, func.count()).where(q.c.billing_date.between(first, d))
+        .group_by(q.c.billing_date)).all()}
+    return {"dates": dates,
+            "totals": {cur: [by_day.get(day, Decimal("0.00")) for day in dates] for cur, by_day in sorted(totals.items())},
+            "quarantined": [quarantined.get(day, 0) for day in dates]}
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _money(value) -> Decimal:
+    return Decimal("0.00") if value is None else Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+# ------------------------------------------------------------------ rendering
+
+def chart_svg(hist: dict) -> str:
+    """The last dates' invoiced totals (per currency) and quarantined rows, as an inline SVG (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.6), sharex=True, height_ratios=[3, 1.3])
+    x = list(range(len(hist["dates"])))
+    for currency, values in hist["totals"].items():
+        top.plot(x, [float(v) for v in values], marker="o", markersize=3, label=currency)  # display only
+    top.set_ylabel("invoiced total")
+    top.grid(alpha=0.3)
+    if hist["totals"]:
+        top.legend(loc="upper left", ncols=len(hist["totals"]), frameon=False)
+    bottom.bar(x, hist["quarantined"], color="#c0392b")
+    bottom.set_ylabel("quarantined rows")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.grid(alpha=0.3, axis="y")
+    step = max(1, len(x) // 10)
+    bottom.set_xticks(x[::step], [d.isoformat() for d in hist["dates"]][::step], rotation=30, ha="right")
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env.filters["money"] = lambda v: f"{v:,.2f}"
+    return env
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
+    i, k, q = s.invoices, s.skipped_contracts, s.quarantine
+    paths = {name: folder / f"{name}.csv" for name in ("invoices", "skipped", "quarantine")}
+    cols = ["invoice_id", "customer_id", "location_id", "billing_date", "currency", "subtotal", "tax", "total"]
+    _write_csv(paths["invoices"], cols, conn.execute(
+        select(*(i.c[c] for c in cols)).where(i.c.billing_date == d).order_by(i.c.invoice_id)).all())
+    cols = ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_amount"]
+    _write_csv(paths["skipped"], cols, conn.execute(
+        select(*(k.c[c] for c in cols)).where(k.c.billing_date == d).order_by(k.c.contract_id)).all())
+    _write_csv(paths["quarantine"], ["billing_date", "source_table", "row_id", "reason"], conn.execute(
+        select(q.c.billing_date, q.c.source_table, q.c.row_id, q.c.reason).where(q.c.billing_date == d)
+        .order_by(q.c.source_table, q.c.row_id)).all())
+    return paths
+
+
+def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
+                 gx_directory: str | os.PathLike | None = None) -> Path:
+    """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html."""
+    from . import quality
+    from .db.connect import redact
+
+    folder = report_dir(out) / d.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    with engine.connect() as conn:
+        dq = quality.validate_date(conn, d, gx_directory)
+        rows = invoices_by_location(conn, d)
+        hist = history(conn, d)
+        data = {
+            "billing_date": d,
+            "database": redact(engine.url.render_as_string(hide_password=False)),
+            "status": run_status(conn, d),
+            "invoices": rows,
+            "currencies": totals_by_currency(rows),
+            "skipped": skipped(conn, d),
+            "back_billed": back_billed(conn, d),
+            "quarantine": quarantine(conn, d),
+            "active_users": active_users(conn, d),
+            "portal_review": portal_review(conn, d),
+            "reconciliation": reconciliation(conn, d),
+            "dq": dq,
+            "failed_checks": [c for c in dq.checks if not c.success],
+            "docs_link": _link(dq.docs_index, folder),
+            "history": hist,
+            "chart": chart_svg(hist),
+            "csv": {name: path.name for name, path in export_csvs(conn, d, folder).items()},
+        }
+    path = folder / "index.html"
+    path.write_text(_environment().get_template(TEMPLATE).render(**data), encoding="utf-8")
+    return path
+
+
+def _link(target: Path | None, folder: Path) -> str | None:
+    if target is None:
+        return None
+    return os.path.relpath(target, folder)

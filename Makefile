@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test airflow clean
+.PHONY: install demo test airflow clean browser
 
 install: $(STAMP)
 
@@ -18,11 +18,17 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flexbill demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 
+# Headless Chromium (Debian's package) for the report test; installed once, as root, from Debian's registry.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the report test"; \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	  || echo "warning: could not install chromium; the headless report test will say so"; }
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .hypothesis test-artifacts
 
 airflow: $(STAMP)
 	scripts/airflow-local

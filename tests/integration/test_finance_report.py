@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import datetime
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.processes import ROOT, clean_env, flexbill
 
 ARTIFACTS = ROOT / "test-artifacts"
 HOSTILE = "<script>document.title='pwned'</script>Robert'); DROP TABLE invoices;--"
+MARKUP = "<img src=x onerror=alert(1)>"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -41,6 +43,7 @@ class Tables(HTMLParser):
         self.tables: dict[str, list[list[str]]] = {}
         self.ids: dict[str, str] = {}
         self.scripts = 0
+        self.images = 0
         self.external: list[str] = []
         self._table = self._row = self._cell = None
         self._id_stack: list[tuple[str, str | None]] = []
@@ -50,6 +53,8 @@ class Tables(HTMLParser):
         a = dict(attrs)
         if tag == "script":
             self.scripts += 1
+        if tag == "img":
+            self.images += 1
         for key in ("src", "href"):
             if a.get(key) and re.match(r"(?i)(https?:)?//", a[key]):
                 self.external.append(a[key])
@@ -107,7 +112,9 @@ def billed(url: str) -> object:
     """The exactly-once scenario billed on D0 and D, with hostile text in a suspended member's name and a reason."""
     engine = make_engine(url)
     init_db(engine)
-    scenario(Operator(engine))
+    op = Operator(engine)
+    scenario(op)
+    op.event(2, datetime(2024, 2, 10), action=MARKUP)  # quarantined: its reason quotes the markup
     with engine.begin() as conn:
         conn.execute(update(s.customers).where(s.customers.c.id == 3).values(full_name=HOSTILE, email="<b>@x.io"))
         conn.execute(update(s.suspension_events).where(s.suspension_events.c.customer_id == 3).values(reason=HOSTILE))
@@ -265,7 +272,8 @@ def test_page_in_headless_chromium_offline(tmp_path):
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     page = parse(dom)
-    assert page.scripts == 0 and page.external == []  # the hostile name did not become a script; no CDN
+    assert page.scripts == 0 and page.images == 0 and page.external == []  # markup stayed text; no CDN
+    assert any(MARKUP in row[1] for row in body(page, "quarantine-table"))
     assert "<title>flexbill data-quality report" in dom and "pwned" not in re.search(r"<title>(.*?)</title>", dom).group(1)
     with engine.connect() as conn:
         totals = dict(conn.execute(select(s.invoices.c.currency, func.sum(s.invoices.c.total))

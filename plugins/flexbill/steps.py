@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import pandas as pd
-from sqlalchemy import Boolean, Column, Date, DateTime, Integer, MetaData, Table, bindparam, delete, func, select, update
+from sqlalchemy import Column, Date, Integer, MetaData, Table, bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -142,44 +142,23 @@ def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None,
     return events, appended if appended else len(new)
 
 
-def _rows(frame: pd.DataFrame, money: dict[str, str], dates: tuple[str, ...] = (), ints: tuple[str, ...] = ()) -> list[dict]:
-    out = frame.copy()
-    for target, source in money.items():
-        out[target] = [from_cents(v) for v in out[source]]
-    for c in dates:
-        out[c] = [pd.Timestamp(v).date() for v in out[c]]
-    for c in ints:
-        out[c] = [int(v) for v in out[c]]
-    return out.to_dict("records")
+def _money(frame: pd.DataFrame, **columns: str) -> pd.DataFrame:
+    """The frame with money columns (Decimal) made from its integer-cents columns: target=source."""
+    return frame.assign(**{target: [from_cents(int(v)) for v in frame[source]] for target, source in columns.items()})
 
 
 def _write(conn: Connection, d: date, result: billing.DateResult, quarantine: pd.DataFrame,
            report_frame: pd.DataFrame) -> None:
-    dialect.insert_rows(conn, schema.invoices, [
-        {k: r[k] for k in ("invoice_id", "customer_id", "location_id", "billing_date", "currency",
-                           "subtotal", "tax", "total")}
-        for r in _rows(result.invoices, {"subtotal": "subtotal_cents", "tax": "tax_cents", "total": "total_cents"},
-                       ints=("customer_id", "location_id"))])
-    lines = result.lines
-    dialect.insert_rows(conn, schema.invoice_lines, [
-        {"invoice_id": r["invoice_id"], "contract_id": r["contract_id"], "period_start": r["period_start"],
-         "period_end": r["period_end"], "quantity": r["quantity"], "unit_price": r["unit_price"],
-         "amount": r["amount"], "prorated": bool(r["prorated"])}
-        for r in _rows(lines, {"unit_price": "unit_cents", "amount": "amount_cents"},
-                       dates=("period_start", "period_end"), ints=("contract_id", "quantity"))])
+    """D's outputs, from the validated staging (amounts in cents), into the output tables."""
+    dialect.insert_frame(conn, schema.invoices, _money(result.invoices, subtotal="subtotal_cents", tax="tax_cents",
+                                                        total="total_cents"), {"billing_date": d})
+    dialect.insert_frame(conn, schema.invoice_lines, _money(result.lines, unit_price="unit_cents",
+                                                             amount="amount_cents"))
     _pause("mid_write")
-    dialect.insert_rows(conn, schema.skipped_contracts, [
-        {k: r[k] for k in ("billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_amount")}
-        for r in _rows(result.skipped, {"owed_amount": "owed_cents"},
-                       ints=("contract_id", "customer_id", "owed_periods"))])
-    dialect.insert_rows(conn, schema.quarantine, [
-        {"billing_date": d, "source_table": r["source_table"], "row_id": int(r["row_id"]), "reason": r["reason"]}
-        for r in quarantine.to_dict("records")])
-    dialect.insert_rows(conn, schema.active_user_report, [
-        {k: (int(v) if k != "report_date" else v) for k, v in r.items()} for r in report_frame.to_dict("records")])
-    dialect.upsert(conn, schema.contract_ledger, [
-        {"contract_id": int(c), "billed_before": pd.Timestamp(b).date()}
-        for c, b in zip(result.ledger["contract_id"], result.ledger["billed_before"])], ["contract_id"])
+    dialect.insert_frame(conn, schema.skipped_contracts, _money(result.skipped, owed_amount="owed_cents"))
+    dialect.insert_frame(conn, schema.quarantine, quarantine, {"billing_date": d})
+    dialect.insert_frame(conn, schema.active_user_report, report_frame)
+    dialect.upsert_frame(conn, schema.contract_ledger, result.ledger, ["contract_id"])
 
 
 def _record_run(conn: Connection, d: date, status: str, started: datetime, stats: dict, message: str | None) -> None:
@@ -222,28 +201,10 @@ def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, locati
     if location_id is not None:
         stmt = stmt.where(table.c.location_id == location_id)
     conn.execute(stmt)
-    columns = [c for c in table.columns if c.name not in ("run_id", "location_id")]
-    values = []
-    for column in columns:
-        series = frame[column.name]
-        kind = column.type
-        if isinstance(kind, DateTime):
-            values.append([None if pd.isna(v) else pd.Timestamp(v).to_pydatetime() for v in series])
-        elif isinstance(kind, Date):
-            values.append([None if pd.isna(v) else pd.Timestamp(v).date() for v in series])
-        elif isinstance(kind, Boolean):
-            values.append([None if pd.isna(v) else bool(v) for v in series])
-        elif isinstance(kind, Integer):
-            values.append([None if pd.isna(v) else int(v) for v in series])
-        else:
-            values.append([None if v is None or v != v else str(v) for v in series])
-    names = [c.name for c in columns]
-    if "location_id" in frame.columns:  # rows know their location (a pass over every location at once)
-        names.append("location_id")
-        values.append([None if pd.isna(v) else int(v) for v in frame["location_id"]])
-    rows = [{"run_id": run.run_id, "location_id": location_id, **dict(zip(names, vals))} for vals in zip(*values)]
-    dialect.insert_rows(conn, table, rows)
-    return len(rows)
+    fixed = {"run_id": run.run_id}
+    if "location_id" not in frame.columns:  # rows that know their location keep it (one pass over every location)
+        fixed["location_id"] = location_id
+    return dialect.insert_frame(conn, table, frame, fixed)
 
 
 def _unstage(conn: Connection, table: Table, run: Run, location_id: int | None = None,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime as datetime_type
 from pathlib import Path
 
-from sqlalchemy import Table, text
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -26,6 +27,81 @@ def lock_for_run(conn: Connection) -> None:
     transaction already began with BEGIN IMMEDIATE (see connect.py)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": RUN_LOCK_KEY})
+
+
+def column_values(series, kind) -> list:
+    """A frame column as the Python values the table column's type takes (None for missing)."""
+    import pandas as pd
+
+    if isinstance(kind, Integer) and series.dtype.kind in "iu":
+        return series.to_numpy().tolist()  # no missing values possible: fast path
+    if isinstance(kind, DateTime):
+        convert = lambda v: v.to_pydatetime() if isinstance(v, pd.Timestamp) else v  # noqa: E731
+    elif isinstance(kind, Date):
+        convert = lambda v: v.date() if isinstance(v, datetime_type) else v  # noqa: E731 (Timestamp too)
+    elif isinstance(kind, Boolean):
+        convert = bool
+    elif isinstance(kind, Integer):
+        convert = int
+    elif isinstance(kind, Numeric):
+        convert = lambda v: v  # noqa: E731 (Decimal already: money is never a float)
+    else:
+        convert = str
+    missing = pd.isna(series).to_numpy()
+    return [None if m else convert(v) for v, m in zip(series.tolist() if series.dtype.kind != "M" else series, missing)]
+
+
+def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = None) -> int:
+    """Insert a frame's rows into `table` (its columns named as the table's; `fixed` gives the same value to
+    every row). PostgreSQL: one COPY; SQLite: executemany batches. Returns the row count."""
+    fixed = fixed or {}
+    n = len(frame)
+    if n == 0:
+        return 0
+    names = [c.name for c in table.columns if c.name in frame.columns or c.name in fixed]
+    values = [column_values(frame[name], table.c[name].type) if name in frame.columns else [fixed[name]] * n
+              for name in names]
+    rows = zip(*values)
+    if conn.dialect.name == "postgresql" and n > COPY_MIN_ROWS:
+        _copy(conn, table.name, names, rows)
+    else:
+        dicts = [dict(zip(names, r)) for r in rows]
+        for i in range(0, n, BATCH):
+            conn.execute(table.insert(), dicts[i:i + BATCH])
+    return n
+
+
+COPY_MIN_ROWS = 0  # every PostgreSQL write goes through COPY (one code path, exercised by every test)
+
+
+def _copy(conn: Connection, table_name: str, names: list[str], rows) -> None:
+    """COPY rows into a table through psycopg 3, inside the connection's transaction."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    columns = ", ".join(f'"{n}"' for n in names)
+    with cursor.copy(f'COPY "{table_name}" ({columns}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, for a frame; on PostgreSQL through a COPY into a temporary table."""
+    if len(frame) == 0:
+        return
+    if conn.dialect.name != "postgresql" or len(frame) <= COPY_MIN_ROWS:
+        names = [c.name for c in table.columns if c.name in frame.columns]
+        values = [column_values(frame[name], table.c[name].type) for name in names]
+        upsert(conn, table, [dict(zip(names, r)) for r in zip(*values)], key)
+        return
+    names = [c.name for c in table.columns if c.name in frame.columns]
+    temp = f"tmp_{table.name}"
+    conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" (LIKE "{table.name}") ON COMMIT DROP'))
+    conn.execute(text(f'TRUNCATE "{temp}"'))
+    _copy(conn, temp, names, zip(*[column_values(frame[n], table.c[n].type) for n in names]))
+    columns = ", ".join(f'"{n}"' for n in names)
+    updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in key)
+    keys = ", ".join(f'"{k}"' for k in key)
+    conn.execute(text(f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{temp}" '
+                      f'ON CONFLICT ({keys}) DO UPDATE SET {updates}'))
 
 
 def insert_rows(conn: Connection, table: Table, rows: list[dict]) -> None:

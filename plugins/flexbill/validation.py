@@ -353,12 +353,13 @@ def _gx_failures(name: str, frame) -> dict:
     return failures
 
 
-def _failures(name: str, frame) -> dict:
+def _failures(name: str, frame, remember: bool = False) -> dict:
     """{row position: [reason, ...]} for one table.
 
     Every rule reads only its own row (plus the values looked up into it), so a
-    row's verdict is remembered by the hash of what the checks read: a backfill
-    sends only new or changed rows through GX.
+    row's verdict is remembered by the hash of what the checks read: a primed
+    backfill sends only new or changed rows through GX.  A single run (nothing
+    primed) validates the frame as it is, without hashing.
     """
     import pandas as pd
 
@@ -369,6 +370,8 @@ def _failures(name: str, frame) -> dict:
         for _, field_name, _, _ in _FORMAT.parse(note):
             if field_name and field_name not in frame.columns:
                 frame[field_name] = None
+    if not remember and not _ROW_VERDICTS.get(name):
+        return _gx_failures(name, frame)
     typed = frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
     hashes = pd.util.hash_pandas_object(typed, index=False).to_numpy()
     cache = _ROW_VERDICTS.setdefault(name, {})
@@ -392,7 +395,7 @@ def prime(src: dict) -> None:
     """
     frames = _check_frames(src)
     for name, frame in frames.items():
-        _failures(name, frame)
+        _failures(name, frame, remember=True)
 
 
 def check_inputs(src: dict) -> InputVerdict:

@@ -6,7 +6,7 @@ from datetime import date
 
 from rich.console import Console
 from rich.table import Table as RichTable
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from .db import schema as s
 
@@ -110,20 +110,12 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
 
 
 def reconciliation(conn, billing_date: date) -> str | None:
-    """The run's counts checked against what its output tables hold."""
-    run = run_row(conn, billing_date)
-    if run is None:
+    """The run's counts checked against what its output tables hold (see finance_report.reconciliation)."""
+    from .finance_report import reconciliation as counts
+
+    r = counts(conn, billing_date)
+    if r is None:
         return None
-    i, li, k, q = s.invoices, s.invoice_lines, s.skipped_contracts, s.quarantine
-    invoiced = conn.execute(select(func.count(func.distinct(li.c.contract_id)))
-                            .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
-                            .where(i.c.billing_date == billing_date)).scalar_one()
-    skipped = conn.execute(select(func.count()).where(k.c.billing_date == billing_date)).scalar_one()
-    quarantined = conn.execute(select(func.count()).where(
-        and_(q.c.billing_date == billing_date, q.c.source_table == "contracts"))).scalar_one()
-    ok = (run["contracts_owed"] == invoiced + skipped + run["contracts_billed_later"]
-          and (run["contracts_invoiced"], run["contracts_skipped"], run["contracts_quarantined"])
-          == (invoiced, skipped, quarantined))
-    return (f"Reconciliation {billing_date}: {run['contracts_owed']} contracts with owed periods = {invoiced} invoiced "
-            f"+ {skipped} skipped + {run['contracts_billed_later']} billed on later dates; {quarantined} contracts "
-            f"quarantined: {'[green]OK[/]' if ok else '[red]MISMATCH[/]'}")
+    return (f"Reconciliation {billing_date}: {r['owed']} contracts with owed periods = {r['invoiced']} invoiced "
+            f"+ {r['skipped']} skipped + {r['quarantined']} quarantined + {r['billed_later']} billed on later dates: "
+            f"{'[green]OK[/]' if r['ok'] else '[red]MISMATCH[/]'}")

@@ -57,10 +57,6 @@ def active_users(conn, billing_date: date):
         .where(r.c.report_date == billing_date).order_by(r.c.location_id)).all()
 
 
-def run_row(conn, billing_date: date):
-    return conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == billing_date)).mappings().first()
-
-
 def rule_events(conn):
     e = s.suspension_events
     return conn.execute(select(e.c.source, e.c.action, func.count()).group_by(e.c.source, e.c.action)

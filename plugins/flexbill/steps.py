@@ -101,8 +101,7 @@ def _lines_reader(conn: Connection) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def lines_from(due: pd.DataFrame) -> pd.DataFrame:
         DUE.drop(conn, checkfirst=True)
         DUE.create(conn)
-        rows = [{"contract_id": int(c), "lo": pd.Timestamp(lo).date()} for c, lo in zip(due["contract_id"], due["lo"])]
-        dialect.insert_rows(conn, DUE, rows)
+        dialect.insert_frame(conn, DUE, due[["contract_id", "lo"]])
         out = _frame(conn, dialect.sql("window_lines"), {}, ["contract_id", "period_start", "billing_date"])
         DUE.drop(conn)
         return out

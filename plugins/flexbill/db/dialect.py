@@ -35,6 +35,8 @@ def column_values(series, kind) -> list:
 
     if isinstance(kind, Integer) and series.dtype.kind in "iu":
         return series.to_numpy().tolist()  # no missing values possible: fast path
+    if isinstance(kind, (Date, DateTime)) and series.dtype.kind == "M":  # numpy makes date/datetime, NaT -> None
+        return series.to_numpy().astype("datetime64[us]" if isinstance(kind, DateTime) else "datetime64[D]").tolist()
     if isinstance(kind, DateTime):
         convert = lambda v: v.to_pydatetime() if isinstance(v, pd.Timestamp) else v  # noqa: E731
     elif isinstance(kind, Date):

@@ -336,12 +336,11 @@ def _missing_required(name: str, frame):
 
 
 def _gx_failures(name: str, frame) -> dict:
-    """{row position: [reason, ...]} from GX; a passing table costs one BOOLEAN_ONLY validation."""
+    """{row position: [reason, ...]} from one GX validation of the table (COMPLETE: failing row positions)."""
     rules = INPUT_RULES[name] + [REQUIRED_RULE]
-    gx = _Gx.get()
-    if gx.validate(f"inputs.{name}", rules, frame, "BOOLEAN_ONLY").success:
+    result = _Gx.get().validate(f"inputs.{name}", rules, frame, "COMPLETE")
+    if result.success:
         return {}
-    result = gx.validate(f"inputs.{name}", rules, frame, "COMPLETE")
     failures: dict[int, list[str]] = defaultdict(list)
     for res in result.results:
         if res.success:

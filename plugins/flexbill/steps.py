@@ -87,8 +87,8 @@ def clear_date(conn: Connection, d: date) -> None:
 
 
 def _frame(conn: Connection, stmt, params: dict, columns: list[str]) -> pd.DataFrame:
-    rows = [tuple(r) for r in conn.execute(stmt, params).fetchall()]
-    df = pd.DataFrame(rows, columns=columns, dtype=object)
+    df = dialect.read_frame(conn, stmt, params)
+    df.columns = columns
     for c in columns:
         if c in ("period_start", "billing_date"):
             df[c] = pd.to_datetime(df[c].astype(str) if len(df) else df[c], format="ISO8601").astype("datetime64[s]")

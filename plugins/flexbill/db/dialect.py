@@ -76,13 +76,47 @@ def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = Non
 COPY_MIN_ROWS = 0  # every PostgreSQL write goes through COPY (one code path, exercised by every test)
 
 
+NULL_MARK = "<<flexbill:null>>"  # how NULL travels in COPY's CSV: no real value looks like it
+
+
 def _copy(conn: Connection, table_name: str, names: list[str], rows) -> None:
-    """COPY rows into a table through psycopg 3, inside the connection's transaction."""
+    """COPY rows into a table through psycopg 3, inside the connection's transaction: the rows are written
+    as one CSV text by the csv module (C), then sent in one go."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(
+        [NULL_MARK if v is None else v for v in row] for row in rows)
     cursor = conn.connection.dbapi_connection.cursor()
     columns = ", ".join(f'"{n}"' for n in names)
-    with cursor.copy(f'COPY "{table_name}" ({columns}) FROM STDIN') as copy:
-        for row in rows:
-            copy.write_row(row)
+    with cursor.copy(f"COPY \"{table_name}\" ({columns}) FROM STDIN (FORMAT csv, NULL '{NULL_MARK}')") as copy:
+        copy.write(buffer.getvalue())
+
+
+def read_frame(conn: Connection, stmt, params: dict | None = None, dtypes: dict | None = None):
+    """A query's rows as a DataFrame: through COPY ... TO STDOUT (CSV) and pandas' C reader on PostgreSQL
+    (columns typed by `dtypes`, else text; missing text is None), fetched rows (Python values) on SQLite."""
+    import io
+
+    import pandas as pd
+
+    if conn.dialect.name != "postgresql":
+        result = conn.execute(stmt, params or {})
+        return pd.DataFrame([tuple(r) for r in result.fetchall()], columns=list(result.keys()), dtype=object)
+    compiled = stmt.compile(dialect=conn.dialect)
+    values = {**compiled.params, **(params or {})}
+    buffer = io.BytesIO()
+    cursor = conn.connection.dbapi_connection.cursor()
+    with cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT csv, HEADER, NULL '{NULL_MARK}')", values or None) as copy:
+        for chunk in copy:
+            buffer.write(chunk)
+    buffer.seek(0)
+    frame = pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=dtypes or object)
+    for name in frame.columns:  # missing text is None, as a row fetch gives it
+        if frame[name].dtype == object:
+            frame[name] = frame[name].where(frame[name].notna(), None)
+    return frame
 
 
 def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:

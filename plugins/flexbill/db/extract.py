@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, Text, cast, select
 from sqlalchemy.engine import Connection
 
-from . import schema
+from . import dialect, schema
 
 # The column that says when a row came into existence: rows at or after the
 # cutoff do not exist for the run.
@@ -100,41 +100,15 @@ def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, w
     stmt = select(*columns)
     if where is not None:
         stmt = stmt.where(where)
-    if conn.dialect.name == "postgresql":
-        raw = _copy_out(conn, table, stmt)
-    else:
-        rows = [tuple(r) for r in conn.execute(stmt).fetchall()]  # plain tuples: DataFrame probes Row attributes slowly
-        raw = pd.DataFrame(rows, columns=[c.name for c in table.columns], dtype=object)
+    # PostgreSQL: COPY and pandas' C reader (integers typed there); SQLite: fetched rows
+    raw = dialect.read_frame(conn, stmt, dtypes={c.name: ("Int64" if isinstance(c.type, Integer) else object)
+                                                 for c in table.columns})
     df = _parse(raw, table)
     when = AS_OF.get(table.name)
     if cutoff is not None and when is not None:
         # a row whose instant is unreadable stays visible: validation quarantines it
         df = df[~(df[when] >= pd.Timestamp(cutoff))]
     return df.reset_index(drop=True)
-
-
-NULL_MARK = "<<flexbill:null>>"  # how COPY writes NULL: no real value looks like it
-
-
-def _copy_out(conn: Connection, table: Table, stmt) -> pd.DataFrame:
-    """PostgreSQL: the query's rows through COPY ... TO STDOUT as CSV, parsed by pandas' C reader
-    (several times faster than fetching rows, and no Python object per value for integers)."""
-    import io
-
-    compiled = stmt.compile(dialect=conn.dialect)
-    buffer = io.BytesIO()
-    cursor = conn.connection.dbapi_connection.cursor()
-    with cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT csv, HEADER, NULL '{NULL_MARK}')",
-                     compiled.params or None) as copy:
-        for chunk in copy:
-            buffer.write(chunk)
-    buffer.seek(0)
-    dtypes = {c.name: ("Int64" if isinstance(c.type, Integer) else object) for c in table.columns}
-    frame = pd.read_csv(buffer, dtype=dtypes, na_values=[NULL_MARK], keep_default_na=False)
-    for name, kind in dtypes.items():  # missing text is None, as the row fetch gives it
-        if kind is object:
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-    return frame
 
 
 def snapshot(conn: Connection, cutoff: datetime) -> dict[str, pd.DataFrame]:

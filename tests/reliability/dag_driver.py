@@ -15,7 +15,11 @@ not seconds of imports.  A job can make its child
 * SIGKILL itself right after the task at position `die_after` (1-based, DAG order) has
   committed: the task ran and committed, and the process died before anything else;
 * pause in the middle of publish's write (`pause_at: "mid_write"`, the FLEXBILL_PAUSE_AT
-  hook), where the server SIGKILLs it as soon as it says so.
+  hook), where the server SIGKILLs it as soon as it says so (or, with `on_pause: "revoke"`,
+  makes its PostgreSQL database go away instead and lets the child carry on);
+* record a manual suspend or lift (`event_after`: position, customer, action, at), in its own
+  transaction, between two tasks: what the `flexbill_manual_suspension` DAG (or
+  `flexbill suspend|lift`) does when it runs while a billing DAG run is between tasks.
 
 Jobs of one batch run two at a time (`parallel`), or all at once for races.
 `Driver` is the test-side client.
@@ -82,6 +86,19 @@ def run_tasks(url: str, d: date, run_id: str, locations: list[int], start: int =
             after(position + 1)
 
 
+def record_event(url: str, event: dict) -> None:
+    """A manual suspend or lift, through the code `flexbill suspend|lift` and the manual DAG call."""
+    from flexbill.db.connect import make_engine
+    from flexbill.manual import record_manual_event
+
+    engine = make_engine(url)
+    try:
+        record_manual_event(engine, event["customer"], event["action"], "ops@example.com", "race",
+                            datetime.fromisoformat(event["at"]))
+    finally:
+        engine.dispose()
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -91,12 +108,21 @@ def _child(job: dict, out_fd: int) -> None:
     try:
         if job.get("pause_at"):
             os.environ["FLEXBILL_PAUSE_AT"] = job["pause_at"]
-            os.environ["FLEXBILL_PAUSE_SECONDS"] = str(CHILD_TIMEOUT)
+            os.environ["FLEXBILL_PAUSE_SECONDS"] = str(job.get("pause_seconds", CHILD_TIMEOUT))
+
+        event = job.get("event_after")
 
         def after(position):
             os.write(out_fd, f"done {position}\n".encode())
             if job.get("die_after") == position:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if event is not None and event["position"] == position:
+                record_event(job["url"], event)
+                os.write(out_fd, b"event\n")
+
+        if event is not None and event["position"] == job.get("start", 0):  # before the first task
+            record_event(job["url"], event)
+            os.write(out_fd, b"event\n")
 
         run_tasks(job["url"], date.fromisoformat(job["date"]), job["run_id"], job["locations"],
                   job.get("start", 0), job.get("stop"), after)
@@ -122,7 +148,7 @@ def _run_batch(jobs: list[dict], parallel: int) -> list[dict]:
             os.close(write_fd)
             running[read_fd] = {"job": job, "pid": pid, "buffer": b"", "started": time.monotonic(),
                                 "result": {"id": job["id"], "done": [], "paused": False, "completed": False,
-                                           "error": None, "signal": None, "exit": None}}
+                                           "event": False, "error": None, "signal": None, "exit": None}}
         ready, _, _ = select.select(list(running), [], [], 1.0)
         for fd, state in list(running.items()):
             if time.monotonic() - state["started"] > CHILD_TIMEOUT and fd not in ready:
@@ -141,11 +167,18 @@ def _run_batch(jobs: list[dict], parallel: int) -> list[dict]:
                         res["done"].append(int(line.split()[1]))
                     elif line == "completed":
                         res["completed"] = True
+                    elif line == "event":
+                        res["event"] = True
                     elif line.startswith("error "):
                         res["error"] = json.loads(line[6:])
                     elif line.startswith("paused at "):
                         res["paused"] = True
-                        os.kill(state["pid"], signal.SIGKILL)  # killed from the parent, mid-write
+                        if state["job"].get("on_pause") == "revoke":
+                            from tests.reliability.world import revoke
+
+                            res["revoked"] = revoke(state["job"]["url"])
+                        else:
+                            os.kill(state["pid"], signal.SIGKILL)  # killed from the parent, mid-write
                 continue
             os.close(fd)
             _, status = os.waitpid(state["pid"], 0)

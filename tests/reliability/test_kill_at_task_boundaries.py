@@ -25,15 +25,12 @@ from flexbill.db.connect import make_engine
 from flexbill.steps import run_billing_date
 from tests.reliability.dag_driver import dag_tasks
 from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, duplicate_periods, outputs_of,
-                                     periods, staging_rows, template)
+                                     periods, staging_rows, template, without_attempt)
 
 TASKS = dag_tasks(LOCATIONS)
 PUBLISH = len(TASKS)  # position of publish: killing after it means after its commit, before Airflow hears of it
 POINTS = [f"after {k:02d} {name}{'[' + str(args[0]) + ']' if args else ''}" for k, (name, args) in
           enumerate(TASKS, start=1)] + ["mid publish write"]
-# an attempt's own bookkeeping: how many rule events *this* attempt appended (a new run after a kill
-# finds the killed run's rule events already there)
-ATTEMPT = {"billing_runs": {"started_at", "finished_at", "published_at", "events_appended"}}
 
 
 def position(point: str) -> int | None:
@@ -157,16 +154,8 @@ def test_a_run_killed_at_a_task_boundary_loses_and_doubles_nothing(world, dialec
     # (b) a new DAG run of the date
     assert o.new["completed"], o.new
     assert set(o.new_staging) <= {f"dag-{k}"}, o.new_staging  # only the killed run's abandoned staging
-    assert _without(o.renewed, ATTEMPT) == _without(ref, ATTEMPT)
+    assert without_attempt(o.renewed) == without_attempt(ref)
     # zero duplicates, zero lost periods
     assert o.retry_duplicates == [] and o.new_duplicates == []
     assert o.retry_periods == o.new_periods == world[dialect]["ref periods"]
 
-
-def _without(dumped: dict, ignore: dict) -> dict:
-    """A dump with the billing_runs columns in `ignore` left out (dump's column order)."""
-    from flexbill.db import schema as s
-
-    cols = [c.name for c in s.billing_runs.columns if c.name not in {"started_at", "finished_at", "published_at"}]
-    keep = [i for i, c in enumerate(cols) if c not in ignore["billing_runs"]]
-    return {**dumped, "billing_runs": [tuple(r[i] for i in keep) for r in dumped["billing_runs"]]}

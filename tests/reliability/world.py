@@ -20,7 +20,7 @@ from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.steps import run_billing_date
 from tests.builders import Operator
-from tests.processes import PG_ADMIN_URL, dump
+from tests.processes import PG_ADMIN_URL, WALL_CLOCK, dump
 
 D0 = date(2024, 2, 15)  # published in the template
 D = date(2024, 3, 1)  # the billing date every fault hits
@@ -124,6 +124,31 @@ class Databases:
         self.admin.dispose()
 
 
+def revoke(url: str) -> int:
+    """The PostgreSQL database at `url` goes away: no new connections, and every session on it is
+    terminated (from an admin connection; the server stays up). Returns how many sessions were ended."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'alter database "{name}" allow_connections false'))
+            return conn.execute(text("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                                     "where datname = :n and pid <> pg_backend_pid()"), {"n": name}).scalar_one()
+    finally:
+        admin.dispose()
+
+
+def restore(url: str) -> None:
+    """The database at `url` is back."""
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'alter database "{name}" allow_connections true'))
+    finally:
+        admin.dispose()
+
+
 def template(dbs: Databases, through: date | None = D0) -> str:
     """A database holding the scenario and (by default) D0's run; returns its URL."""
     url = dbs.empty()
@@ -143,6 +168,14 @@ def contents(url: str, ignore: dict | None = None) -> dict:
         return dump(engine, ignore)
     finally:
         engine.dispose()
+
+
+def without_attempt(dumped: dict) -> dict:
+    """A dump without billing_runs.events_appended: how many rule events *this attempt* appended is
+    bookkeeping of the attempt (a run after a killed or concurrent one finds their rule events there)."""
+    cols = [c.name for c in s.billing_runs.columns if c.name not in WALL_CLOCK]
+    keep = [i for i, c in enumerate(cols) if c != "events_appended"]
+    return {**dumped, "billing_runs": [tuple(r[i] for i in keep) for r in dumped["billing_runs"]]}
 
 
 # ---------------------------------------------------------------- what a date holds

@@ -11,31 +11,27 @@
 -- end, as the contract wants), or billing day B with a short prorated first period against the step ending
 -- at the first day-B date; weekly plans step 7 x weeks days. amount = unit x quantity x days / full-step days,
 -- rounded half-up to cents (round() on a positive numeric rounds half away from zero).
-with params as (
-    select
-        cast(:billing_date as date) as d,
-        cast(:billing_date as timestamp) + interval '1 day' as cutoff
-),
-
-loc as (  -- valid locations
+-- D is cast(:billing_date as date) and the cutoff D + 1 (a date compared with timestamps: D+1 00:00), written
+-- inline rather than in a CTE so that the planner estimates every filter with the real values.
+with loc as not materialized (  -- valid locations
     select l.id, l.currency, l.keep_new_accounts_suspended_since as signup_since
     from locations as l
     where l.currency ~ '^[A-Z]{3}$' and l.tax_rate between 0 and 1
 ),
 
-visible_customers as (
+visible_customers as not materialized (
     select c.*
-    from customers as c, params as p
-    where c.created_at < p.cutoff
+    from customers as c
+    where c.created_at < (cast(:billing_date as date) + 1)
 ),
 
-cust as (  -- valid customers: visible, of a valid location
+cust as not materialized (  -- valid customers: visible, of a valid location
     select c.id, c.created_at, c.archived_at, loc.currency, loc.signup_since
     from visible_customers as c
     inner join loc on loc.id = c.location_id
 ),
 
-pl as (  -- valid plans: of a valid location, in its currency, non-negative price, exactly one step kind
+pl as not materialized (  -- valid plans: of a valid location, in its currency, non-negative price, exactly one step kind
     select
         p.id, p.price, p.currency, p.invoice_every_months as months, p.invoice_every_weeks as weeks,
         p.suspend_customers_joining_since as plan_since
@@ -47,7 +43,7 @@ pl as (  -- valid plans: of a valid location, in its currency, non-negative pric
         and (p.invoice_every_months > 0) <> (p.invoice_every_weeks > 0)
 ),
 
-con as (  -- valid contracts, visible at the cutoff
+con as not materialized (  -- valid contracts, visible at the cutoff
     select
         k.id, k.customer_id, k.quantity, coalesce(k.price, pl.price) as unit_price, k.start_date,
         k.billing_day, k.cancellation_date, k.next_invoice_date, k.created_at, pl.months, pl.weeks,
@@ -55,9 +51,8 @@ con as (  -- valid contracts, visible at the cutoff
     from contracts as k
     inner join cust on cust.id = k.customer_id
     inner join pl on pl.id = k.plan_id
-    cross join params as p
-    where
-        k.created_at < p.cutoff
+        where
+        k.created_at < (cast(:billing_date as date) + 1)
         and k.quantity >= 1
         and (k.price is null or k.price >= 0)
         and pl.currency = cust.currency
@@ -65,7 +60,7 @@ con as (  -- valid contracts, visible at the cutoff
         and (k.cancellation_date is null or k.cancellation_date >= k.start_date)
 ),
 
-stage as (  -- valid CRM stages (of a board of a valid location) that deactivate accounts
+stage as not materialized (  -- valid CRM stages (of a board of a valid location) that deactivate accounts
     select s.id, s.deactivate_account_since as crm_since
     from crm_stages as s
     inner join crm_boards as b on b.id = s.board_id
@@ -88,8 +83,7 @@ triggered as (  -- the rules' suspend events owed at the cutoff and not yet reco
         from crm_stage_entries as e
         inner join stage as s on s.id = e.stage_id
         inner join cust as c on c.id = e.customer_id
-        cross join params as p
-        where e.entered_at < p.cutoff and e.entered_at >= s.crm_since
+                where e.entered_at < (cast(:billing_date as date) + 1) and e.entered_at >= s.crm_since
     ) as t
     where not exists (select 1 from suspension_events as r where r.trigger_key = t.trigger_key)
 ),
@@ -98,9 +92,8 @@ events as (  -- valid events before the cutoff, the owed rule events numbered af
     select e.customer_id, e.occurred_at, cast(e.id as bigint) as seq, e.action
     from suspension_events as e
     inner join visible_customers as c on c.id = e.customer_id
-    cross join params as p
-    where
-        e.occurred_at < p.cutoff
+        where
+        e.occurred_at < (cast(:billing_date as date) + 1)
         and e.action in ('suspend', 'lift')
         and e.source in ('manual', 'signup', 'plan', 'crm_stage')
         and (e.action = 'suspend' or e.source = 'manual')
@@ -110,7 +103,7 @@ events as (  -- valid events before the cutoff, the owed rule events numbered af
     from triggered as t
 ),
 
-suspended as (  -- customers whose latest event before the cutoff is a suspend
+suspended as materialized (  -- customers whose latest event before the cutoff is a suspend
     select s.customer_id
     from (
         select distinct on (e.customer_id) e.customer_id, e.action
@@ -124,7 +117,7 @@ grid as (  -- billable contracts with owed periods possible: window [lo, hi], an
     select
         k.id, k.quantity, k.unit_price, k.start_date, k.cancellation_date, k.months, k.weeks,
         greatest(k.start_date, coalesce(k.next_invoice_date, k.start_date)) as lo,
-        least(p.d, coalesce(k.cancellation_date - 1, p.d)) as hi,
+        least(cast(:billing_date as date), coalesce(k.cancellation_date - 1, cast(:billing_date as date))) as hi,
         case
             when k.weeks = 0 and k.billing_day is not null and extract(day from k.start_date) <> k.billing_day
                 then cast(
@@ -134,11 +127,10 @@ grid as (  -- billable contracts with owed periods possible: window [lo, hi], an
             else k.start_date
         end as first
     from con as k
-    cross join params as p
-    where
-        (k.archived_at is null or k.archived_at >= p.cutoff)
+        where
+        (k.archived_at is null or k.archived_at >= (cast(:billing_date as date) + 1))
         and not exists (select 1 from suspended as s where s.customer_id = k.customer_id)
-        and greatest(k.start_date, coalesce(k.next_invoice_date, k.start_date)) <= p.d
+        and greatest(k.start_date, coalesce(k.next_invoice_date, k.start_date)) <= cast(:billing_date as date)
         and (k.cancellation_date is null or greatest(k.start_date, coalesce(k.next_invoice_date, k.start_date)) < k.cancellation_date)
 ),
 
@@ -190,10 +182,9 @@ select
     round(p.unit_price * p.quantity * (p.period_end - p.period_start) / p.full_days, 2) as amount,
     (p.period_end - p.period_start) < p.full_days as prorated
 from periods as p
-cross join params as prm
 where not exists (
     select 1
     from invoice_lines as l
     inner join invoices as i on i.invoice_id = l.invoice_id
-    where l.contract_id = p.id and l.period_start = p.period_start and i.billing_date <> prm.d
+    where l.contract_id = p.id and l.period_start = p.period_start and i.billing_date <> cast(:billing_date as date)
 )

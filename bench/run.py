@@ -233,6 +233,18 @@ def save_partial(args, rows, record) -> None:
     write_json(args.out, rows, _RUNS + [record])
 
 
+def _commit() -> str | None:
+    """The flexbill commit measured (with '+dirty' when plugins/flexbill has uncommitted changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "plugins/flexbill", "include"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def write_json(path: str, rows: list[dict], runs: list[dict]) -> None:
     pg_version = None
     try:
@@ -243,6 +255,7 @@ def write_json(path: str, rows: list[dict], runs: list[dict]) -> None:
     doc = {"written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "postgresql": pg_version,
                        "platform": platform.platform()},
+           "commit": _commit(),
            "dates": {k: str(v) for k, v in DATES.items()}, "runs": runs, "rows": rows}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n")

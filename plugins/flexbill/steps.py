@@ -188,7 +188,16 @@ class Run:
 
 
 class Memo(dict):
-    """In-process reuse of what earlier steps read (the CLI path); tasks start empty and re-read."""
+    """In-process reuse of what earlier steps read (the CLI path); tasks start empty and re-read.
+
+    `in_process`: every step of the run runs in this process and in one transaction (`flexbill run`), so
+    staged frames stay in memory and skip the staging tables: no other session could read those
+    uncommitted rows, and publish would delete them in the same transaction.
+    """
+
+    def __init__(self, *args, in_process: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_process = in_process
 
 
 def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, location_id: int | None = None,
@@ -196,6 +205,8 @@ def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, locati
     """Replace the run's (location's) rows of a staging table with `frame` (kept in `memo` too)."""
     if memo is not None:
         memo.setdefault(("staged", table.name), {})[location_id] = frame
+        if memo.in_process:
+            return len(frame)
     stmt = delete(table).where(table.c.run_id == run.run_id)
     if location_id is not None:
         stmt = stmt.where(table.c.location_id == location_id)
@@ -430,7 +441,7 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None) ->
     require_schema(engine)
     started = utcnow()
     t0 = time.perf_counter()
-    run, memo = Run.new(d), Memo()
+    run, memo = Run.new(d), Memo(in_process=True)
     try:
         with engine.begin() as conn:
             dialect.lock_for_run(conn)

@@ -33,8 +33,7 @@ from flexbill.errors import DatabaseError
 from flexbill.steps import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
 from tests.reliability.dag_driver import dag_tasks, run_task
-from tests.reliability.world import (D, LOCATIONS, Databases, contents, outputs_of, restore, revoke, template,
-                                     without_attempt)
+from tests.reliability.world import D, LOCATIONS, Databases, contents, outputs_of, restore, revoke, template
 
 PASSWORD = "S3cretPW-gone"
 CLI_POINTS = ["after_rules", "mid_write", "before_commit"]

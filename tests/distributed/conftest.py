@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 
 import pytest
+
+# test_compose imports Airflow in the test process: keep its home out of ~/airflow (tests/dags/conftest.py
+# sets its own when the whole suite runs; the stack's processes get their own AIRFLOW_HOME anyway).
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="flexbill-airflow-distributed-"))
 
 from tests.distributed.stack import ROOT
 

@@ -323,12 +323,10 @@ class Stack:
         rows = self.query("select id from backfill where dag_id = :d order by id desc limit 1", d=DAG_ID)
         return rows[0][0] if rows else None
 
-    def wait_backfill(self, backfill_id: int, timeout: float = 300, on_poll=None) -> list:
+    def wait_backfill(self, backfill_id: int, timeout: float = 600) -> list:
         """Wait until the backfill is complete; returns its (billing date, run id, state) rows, oldest first."""
         deadline = time.monotonic() + timeout
         while True:
-            if on_poll is not None:
-                on_poll()
             done = self.query("select completed_at from backfill where id = :b", b=backfill_id)[0][0]
             runs = self.backfill_runs(backfill_id)
             if done is not None and all(r[2] in TERMINAL for r in runs):

@@ -69,22 +69,22 @@ def flexbill_billing():
         """Stage one invoice per customer of the location."""
         return steps.step("build_invoices", data_interval_start, run_id, location_id)
 
-    @task
+    @task(trigger_rule=steps.AFTER_LOCATIONS)
     def active_user_report(data_interval_start=None, run_id=None) -> int:
         """Stage the active-user report as of the cutoff."""
         return steps.step("active_user_report", data_interval_start, run_id)
 
-    @task
+    @task(trigger_rule=steps.AFTER_LOCATIONS)
     def validate_output(data_interval_start=None, run_id=None) -> dict:
         """Great Expectations on the staged outputs; a failure publishes nothing."""
         return steps.step("validate_output", data_interval_start, run_id)
 
-    @task(depends_on_past=True)
+    @task(depends_on_past=True, trigger_rule=steps.AFTER_LOCATIONS)
     def publish(data_interval_start=None, run_id=None) -> dict:
         """Replace D's outputs with the staged ones in one transaction (after D-1 has published)."""
         return steps.publish_summary(data_interval_start, run_id)
 
-    @task
+    @task(trigger_rule=steps.AFTER_LOCATIONS)
     def data_quality_report(data_interval_start=None) -> str:
         """Write D's data-quality report for finance (HTML, CSV, GX Data Docs); returns its path."""
         return steps.data_quality_report(data_interval_start)

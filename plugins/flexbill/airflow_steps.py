@@ -24,6 +24,9 @@ DAG_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
+# The tasks after the per-location ones run when nothing upstream failed: with no valid location the mapped
+# tasks expand to nothing (skipped), and the date must still publish (zero invoices), as `flexbill run` does.
+AFTER_LOCATIONS = "none_failed"
 RULES = ("signup", "plan", "crm_stage")  # the same as flexbill.steps.RULES, without importing pandas here
 
 

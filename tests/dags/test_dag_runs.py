@@ -108,3 +108,21 @@ def test_manual_suspension_dag_records_an_event_and_refuses_a_bad_one(airflow_db
     with engine.connect() as conn:
         after = conn.execute(select(s.suspension_events)).all()
     assert len(after) == len(before) + 1, "the refused event wrote nothing"
+
+
+def test_a_date_without_valid_locations_still_publishes(airflow_db, dagbag, tmp_path, monkeypatch):
+    """No valid location: the mapped location tasks expand to nothing, yet the date publishes (zero invoices,
+    its quarantine and report) exactly as `flexbill run` does, instead of every later task being skipped."""
+    cli, dag_db = (f"sqlite:///{tmp_path / n}" for n in ("cli.sqlite", "dag.sqlite"))
+    for url in (cli, dag_db):
+        engine = make_engine(url)
+        init_db(engine)
+        with engine.begin() as conn:  # the only location breaks the contract: it is quarantined
+            conn.execute(s.locations.insert(), {"id": 1, "name": "Nowhere", "currency": "eur", "tax_rate": 0})
+    backfill(make_engine(cli), LAST, LAST)
+    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(dag_db))
+    run = _dag_test(dagbag.dags["flexbill_billing"], LAST)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["publish"] == "success" and states["data_quality_report"] == "success", states
+    assert _outputs(make_engine(dag_db)) == _outputs(make_engine(cli))
+    assert _outputs(make_engine(dag_db))["quarantine"]  # the location is listed, nothing else happened

@@ -19,7 +19,7 @@ by the run id.
 republishes D with the same result. A period is never invoiced twice: the database refuses it.
 
 **Backfill.** `airflow backfill create --dag-id flexbill_billing --from-date D1 --to-date D2
---reprocess-behavior failed` runs the dates in order (one active run at a time, and `publish`
+--reprocess-behavior failed --max-active-runs 1` runs the dates in order (one active run at a time, and `publish`
 waits for the previous date's publish).
 
 **On failure.** `validate_output` failing means the staged invoices broke a rule: nothing was

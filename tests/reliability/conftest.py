@@ -6,6 +6,15 @@ import pytest
 
 from tests.processes import ROOT, clean_env
 from tests.reliability.dag_driver import Driver
+from tests.reliability.world import wait_for_cleanup
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dropped_at_the_end():
+    """The suite's PostgreSQL databases are dropped in the background while later tests run; the
+    session waits for every drop before it ends."""
+    yield
+    wait_for_cleanup()
 
 
 @pytest.fixture(scope="session")

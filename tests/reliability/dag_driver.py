@@ -237,11 +237,19 @@ class Driver:
             raise AssertionError(f"the DAG driver ended (rc={self.proc.poll()}): see {self.log.name}")
         return json.loads(line)
 
-    def run(self, jobs: list[dict], parallel: int = 2, timeout: float = 600) -> dict:
-        """Run a batch of jobs; returns {job id: result}."""
+    def submit(self, jobs: list[dict], parallel: int = 2) -> None:
+        """Start a batch of jobs and return at once (one batch at a time); `collect` waits for it."""
         self.proc.stdin.write(json.dumps({"jobs": jobs, "parallel": parallel}) + "\n")
         self.proc.stdin.flush()
+
+    def collect(self, timeout: float = 600) -> dict:
+        """The submitted batch's results: {job id: result}."""
         return {r["id"]: r for r in self._answer(timeout)["results"]}
+
+    def run(self, jobs: list[dict], parallel: int = 2, timeout: float = 600) -> dict:
+        """Run a batch of jobs; returns {job id: result}."""
+        self.submit(jobs, parallel)
+        return self.collect(timeout)
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -10,6 +10,7 @@ PostgreSQL), so no test pays for building the operator again.
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from datetime import date, datetime
 from pathlib import Path
@@ -114,14 +115,28 @@ class Databases:
                           "where datname = :n and pid <> pg_backend_pid()"), {"n": name})
 
     def close(self) -> None:
+        """Drop the databases, in the background: `wait_for_cleanup` (at the end of the session) waits."""
         if self.admin is None:
             return
+        janitor = threading.Thread(target=self._drop, daemon=True)
+        janitor.start()
+        JANITORS.append(janitor)
+
+    def _drop(self) -> None:
         with self.admin.connect() as conn:
             for name in self.names:
                 conn.execute(text(f'alter database "{name}" allow_connections true'))
                 self.disconnect(conn, name)
                 conn.execute(text(f'drop database if exists "{name}"'))
         self.admin.dispose()
+
+
+JANITORS: list[threading.Thread] = []
+
+
+def wait_for_cleanup() -> None:
+    while JANITORS:
+        JANITORS.pop().join()
 
 
 def revoke(url: str) -> int:

@@ -171,7 +171,7 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
     console.print(f"    disk: {record['disk_after_generate_bytes'] / 2**20:.0f} MiB", highlight=False)
     failures = []
     for i, (kind, d) in enumerate(DATES.items()):
-        row = {"db": db, "n": n, "date_kind": kind, "date": str(d), "load_before": load()}
+        row = {"db": db, "n": n, "date_kind": kind, "date": str(d), "load_before": load(), "commit": _commit()}
         if i > 0:
             prep = child([PYTHON, "-m", "bench.generate", "--db", url, "--n", str(n), "--seed", str(args.seed),
                           "--date", str(d), "--prepare-only"], f"prepare {label} for {d}",

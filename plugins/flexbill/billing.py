@@ -26,6 +26,9 @@ from .money import half_up_div
 LATER, NEW = "later", "new"
 
 
+INT64_MAX = 2**63 - 1
+
+
 def invoice_id(billing_date: date, customer_id) -> pd.Series | str:
     prefix = f"INV-{billing_date:%Y%m%d}-"
     if isinstance(customer_id, pd.Series):
@@ -157,7 +160,12 @@ def build_invoices(periods: pd.DataFrame, status: pd.DataFrame, terms: pd.DataFr
         terms[["contract_id", "location_id", "currency", "tax_rate_e4"]], on="contract_id")
     invoices = inv_lines.groupby(["invoice_id", "customer_id", "location_id", "currency", "tax_rate_e4"],
                                  as_index=False).agg(subtotal_cents=("amount_cents", "sum"))
-    invoices["tax_cents"] = half_up_div(invoices["subtotal_cents"] * invoices["tax_rate_e4"].astype("int64"), 10000)
+    rates = invoices["tax_rate_e4"].astype("int64")
+    if len(invoices) and int(invoices["subtotal_cents"].max()) > INT64_MAX // 10000:  # exact in Python integers
+        invoices["tax_cents"] = pd.Series([half_up_div(int(a) * int(r), 10000) for a, r in
+                                           zip(invoices["subtotal_cents"], rates)], index=invoices.index, dtype=object)
+    else:
+        invoices["tax_cents"] = half_up_div(invoices["subtotal_cents"] * rates, 10000)
     invoices["total_cents"] = invoices["subtotal_cents"] + invoices["tax_cents"]
     invoices["billing_date"] = billing_date
     return lines.reset_index(drop=True), invoices

@@ -74,13 +74,16 @@ def published_frames(conn: Connection, d: date) -> dict:
 
     from .db import extract
     from .db import schema as s
+    from .frames import lookup
 
     ids = select(s.invoices.c.invoice_id).where(s.invoices.c.billing_date == d)
     lines = extract.read_table(conn, s.invoice_lines, where=s.invoice_lines.c.invoice_id.in_(ids))
     lines["full_cents"] = lines["unit_price_cents"] * lines["quantity"]
     invoices = extract.read_table(conn, s.invoices, where=s.invoices.c.billing_date == d)
     sums = lines.groupby("invoice_id")["amount_cents"].sum()
-    invoices = invoices.assign(lines_cents=invoices["invoice_id"].map(sums).fillna(0).astype("int64"),
+    locations = extract.read_table(conn, s.locations)
+    invoices = invoices.assign(location_currency=lookup(invoices["location_id"], locations, "currency"),
+                               lines_cents=invoices["invoice_id"].map(sums).fillna(0).astype("int64"),
                                subtotal_plus_tax=invoices["subtotal_cents"] + invoices["tax_cents"])
     skipped = extract.read_table(conn, s.skipped_contracts, where=s.skipped_contracts.c.billing_date == d)
     report = extract.read_table(conn, s.active_user_report, where=s.active_user_report.c.report_date == d)

@@ -39,6 +39,7 @@ from . import billing, report, rules, validation
 from .db import dialect, extract, schema
 from .db.connect import redact, require_schema
 from .errors import DatabaseError, FlexbillError, OutputRejected
+from .frames import lookup
 from .money import from_cents
 
 _tmp = MetaData()
@@ -393,7 +394,9 @@ def validate_output(conn: Connection, run: Run, memo: Memo | None = None, tamper
     result, report_frame, _ = staged_outputs(conn, run, memo)
     if tamper is not None:
         tamper(result, report_frame)
-    validation.check_outputs(_output_frames(result, report_frame))
+    locations = (memo["valid"]["locations"] if memo is not None and "valid" in memo  # else a tiny read
+                 else extract.read_table(conn, schema.locations, run.cutoff))
+    validation.check_outputs(_output_frames(result, report_frame, locations))
     conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id).values(validated=True))
     return result.stats
 
@@ -426,9 +429,10 @@ def record_failure(engine: Engine, d: date, started: datetime, message: str) -> 
         _record_run(conn, d, "failed", started, {}, message)
 
 
-def _output_frames(result: billing.DateResult, report_frame: pd.DataFrame) -> dict:
+def _output_frames(result: billing.DateResult, report_frame: pd.DataFrame, locations: pd.DataFrame) -> dict:
     lines_cents = result.lines.groupby("invoice_id")["amount_cents"].sum()
     inv = result.invoices.assign(
+        location_currency=lookup(result.invoices["location_id"], locations, "currency"),
         lines_cents=result.invoices["invoice_id"].map(lines_cents),
         subtotal_plus_tax=result.invoices["subtotal_cents"] + result.invoices["tax_cents"])
     rep = report_frame.assign(active_plus_suspended=report_frame["active_users"] + report_frame["suspended_members"])

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 
 from .errors import OutputRejected
 
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"  # 2: amount and step bounds, invoice currency
 CURRENCY = r"^[A-Z]{3}$"
 ACTIONS = ["suspend", "lift"]
 SOURCES = ["manual", "signup", "plan", "crm_stage"]
 SKIP_REASONS = ["suspended", "archived"]
+MAX_PERIOD_CENTS = 10**12  # price x quantity of one full period: 10,000,000,000.00 at most
+MAX_MONTHS, MAX_WEEKS = 1200, 5218  # a plan bills at least once a century
 
 # (expectation class, kwargs, reason template, note for finance); templates name columns of the checked frame.
 # The reason goes on each quarantined row; the note explains the check in the data-quality report.
@@ -50,6 +52,14 @@ INPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
          {"column_A": "currency", "column_B": "location_currency", "ignore_row_if": "either_value_is_missing"},
          "currency {currency} differs from its location's {location_currency}: set plans.currency to {location_currency}",
          "A plan priced in another currency than its location would invoice in the wrong currency: it is not billed."),
+        ("ExpectColumnValuesToBeBetween", {"column": "invoice_every_months", "max_value": MAX_MONTHS},
+         "invoice_every_months={invoice_every_months} is absurd: a plan bills at least once every "
+         f"{MAX_MONTHS} months; correct plans.invoice_every_months",
+         "A billing step of more than a century is a data-entry error: the plan is held back."),
+        ("ExpectColumnValuesToBeBetween", {"column": "invoice_every_weeks", "max_value": MAX_WEEKS},
+         "invoice_every_weeks={invoice_every_weeks} is absurd: a plan bills at least once every "
+         f"{MAX_WEEKS} weeks; correct plans.invoice_every_weeks",
+         "A billing step of more than a century is a data-entry error: the plan is held back."),
         ("ExpectColumnValuesToBeInSet", {"column": "positive_steps", "value_set": [1]},
          "invoice_every_months={invoice_every_months} and invoice_every_weeks={invoice_every_weeks}: "
          "exactly one of them must be greater than 0 and neither negative",
@@ -78,6 +88,10 @@ INPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
          "plan {plan_id} bills in {plan_currency} but the customer's location bills in {customer_currency}: "
          "move the contract to a {customer_currency} plan",
          "The contract's plan bills in another currency than the customer's location: invoicing it would mix currencies."),
+        ("ExpectColumnValuesToBeBetween", {"column": "period_cents", "max_value": MAX_PERIOD_CENTS},
+         "price {unit_price} x quantity {quantity} = {period_amount} per period is beyond what flexbill bills "
+         f"({MAX_PERIOD_CENTS // 100:,} per period): correct contracts.price or contracts.quantity",
+         "An amount this large is a data-entry error and could not be taxed exactly: the contract is held back."),
         ("ExpectColumnValuesToBeBetween", {"column": "billing_day", "min_value": 1, "max_value": 28},
          "billing_day {billing_day} is outside 1..28: set contracts.billing_day to 1..28 or null for the anniversary",
          "A billing day outside 1-28 does not exist in every month: the contract is held back."),
@@ -152,6 +166,9 @@ OUTPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
          "Each billing period is invoiced once: a duplicate blocks the run."),
     ],
     "invoices": [
+        ("ExpectColumnPairValuesToBeEqual", {"column_A": "currency", "column_B": "location_currency"},
+         "an invoice is not in its location's currency",
+         "Every invoice is in its location's currency: one in another currency blocks the run."),
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "subtotal_cents", "column_B": "lines_cents"},
          "an invoice subtotal differs from the sum of its lines",
          "An invoice subtotal must equal the sum of its lines."),
@@ -274,7 +291,14 @@ def _check_frames(src: dict) -> dict:
     contracts = src["contracts"]
     weekly = lookup(contracts["plan_id"], plans, "invoice_every_weeks").fillna(0) > 0
     customer_location = lookup(contracts["customer_id"], customers, "location_id")
+    unit = contracts["price_cents"].where(contracts["price_cents"].notna(),
+                                          lookup(contracts["plan_id"], plans, "price_cents"))
+    period = [None if pd.isna(u) or pd.isna(q) else int(u) * int(q)  # Python ints: no overflow
+              for u, q in zip(unit.tolist(), contracts["quantity"].tolist())]
     frames["contracts"] = contracts.assign(
+        period_cents=pd.Series(period, index=contracts.index, dtype=object),
+        unit_price=unit.map(_money_text),
+        period_amount=pd.Series([_money_text(v) for v in period], index=contracts.index, dtype=object),
         customer_found=contracts["customer_id"].isin(ids("customers")),
         plan_found=contracts["plan_id"].isin(ids("plans")),
         plan_currency=lookup(contracts["plan_id"], plans, "currency"),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from ..errors import DatabaseError
 from . import schema
@@ -26,8 +25,16 @@ def redact(url: str) -> str:
     """The URL with its password hidden, safe for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return re.sub(r":[^:@/]*@", ":***@", url)
+    except (ArgumentError, ValueError):
+        # not parseable: everything between the user name and the LAST '@' may be password
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        if "@" not in rest:
+            return url
+        userinfo, host = rest.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
+        return f"{scheme}{sep}{user}:***@{host}"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -49,7 +56,8 @@ def make_engine(url: str | None = None) -> Engine:
     url = url or default_url()
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        _ = parsed.port  # a non-numeric port raises here, not at the first connection
+    except (ArgumentError, ValueError):
         raise DatabaseError(
             f"'{redact(url)}' is not a database URL; use e.g. sqlite:///var/flexbill.sqlite "
             "or postgresql://user@host:5432/dbname"
@@ -64,14 +72,18 @@ def make_engine(url: str | None = None) -> Engine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseError(f"unsupported database '{parsed.get_backend_name()}': use PostgreSQL or SQLite")
-    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    try:
+        return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    except (ArgumentError, ImportError) as exc:  # NoSuchModuleError (an unknown driver) is an ArgumentError
+        raise DatabaseError(f"cannot use '{redact(url)}': {exc}. Use postgresql://user@host:5432/dbname "
+                            "(the psycopg driver is installed)") from None
 
 
 def check_reachable(engine: Engine) -> None:
     try:
         with engine.connect():
             pass
-    except OperationalError as exc:
+    except DBAPIError as exc:  # OperationalError, and DatabaseError for a SQLite file that is not a database
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseError(
             f"cannot connect to {redact(str(engine.url.render_as_string(hide_password=False)))}: {reason}. "

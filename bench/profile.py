@@ -58,9 +58,16 @@ def steps(url: str, d: date) -> list[tuple[str, float, float, float]]:
         return result
 
     out.append(("imports + connect", time.perf_counter() - t0, _rss_mib(), _peak_mib()))
+
+    def frames_memory():  # what the snapshot holds, per table (pandas deep memory usage)
+        src = memo.get("src") or {}
+        sizes = {name: frame.memory_usage(deep=True).sum() / 2**20 for name, frame in src.items()}
+        print("  snapshot in memory: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in sizes.items() if v >= 1), flush=True)
+
     with engine.begin() as conn:
         dialect.lock_for_run(conn)
         step("extract_snapshot", st.extract_snapshot, conn, run, memo)
+        frames_memory()
         for rule in st.RULES:
             step(f"apply_rule {rule}", st.apply_rule, conn, run, rule, memo)
         step("owed_periods", st.owed_periods, conn, run, None, memo)
@@ -92,18 +99,26 @@ def pyspy(pyspy_bin: str, url: str, d: date, top: int) -> dict:
     subprocess.run([pyspy_bin, "record", "--idle", "-r", str(RATE), "-f", "raw", "-o", str(raw), "--",
                     flexbill, "run", "--date", str(d), "--db", url, "--out", str(VAR / "reports"),
                     "--gx-dir", str(VAR / "gx")], check=True, cwd=ROOT)
-    wall = time.perf_counter() - t0
+    return aggregate(raw, top, time.perf_counter() - t0)
+
+
+def aggregate(raw: Path, top: int, wall: float = 0.0) -> dict:
     inclusive, own = Counter(), Counter()
     total = 0
+    idle_threads = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)
-        total += n
         frames = [_frame_name(f) for f in stack.split(";")]
+        if frames[0].startswith("_bootstrap (") or frames[0].startswith("Thread."):  # helper threads (tqdm's monitor)
+            idle_threads += n
+            continue
+        total += n
         for f in set(frames):
             inclusive[f] += n
         own[frames[-1]] += n
-    print(f"\npy-spy: {total / RATE:.1f}s sampled ({wall:.1f}s wall with py-spy), raw stacks in {raw}")
+    print(f"\npy-spy: {total / RATE:.1f}s sampled in the main thread ({wall:.1f}s wall with py-spy; "
+          f"{idle_threads / RATE:.1f}s of helper threads left out), raw stacks in {raw}")
     print(f"\ntop {top} functions by inclusive seconds (what they and their callees took):")
     for f, n in inclusive.most_common(top):
         print(f"  {n / RATE:7.2f}s  {f}")
@@ -127,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--pyspy", help="path of a py-spy binary (pip install py-spy into a scratch venv)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--raw", help="only aggregate this py-spy raw file (no run)")
     args = ap.parse_args(argv)
+    if args.raw:
+        aggregate(Path(args.raw), args.top)
+        return
     print(f"steps of one run for {args.date} (in-process):")
     steps(args.db, args.date)
     if args.pyspy:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from . import rules, validation
-from .steps import apply_rules
+from .steps import apply_rules, bump_publish_seq
 from .db import dialect, extract, schema
 from .db.connect import require_schema
 from .errors import EventRefused, InputError
@@ -79,4 +79,5 @@ def record_manual_event(engine: Engine, customer_id: int, action: str, actor: st
         event = {"customer_id": customer_id, "occurred_at": at, "action": action, "source": "manual",
                  "reason": reason, "actor": actor, "trigger_key": None}
         conn.execute(schema.suspension_events.insert(), event)
+        bump_publish_seq(conn)  # a DAG run that staged before this event must not publish a mix
     return event

@@ -238,6 +238,11 @@ def clear_staging(conn: Connection, run_id: str) -> None:
         conn.execute(delete(table).where(table.c.run_id == run_id))
 
 
+def bump_publish_seq(conn: Connection) -> None:
+    """Something a staged run read has changed (a publish, a manual event): runs staged before refuse to publish."""
+    dialect.upsert(conn, schema.flexbill_state, [{"name": "publish_seq", "value": _publish_seq(conn) + 1}], ["name"])
+
+
 def _publish_seq(conn: Connection) -> int:
     value = conn.execute(select(schema.flexbill_state.c.value).where(schema.flexbill_state.c.name == "publish_seq"))
     return int(value.scalar() or 0)
@@ -408,13 +413,14 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
     if head is None or not head["validated"]:
         raise FlexbillError(f"run {run.run_id} for {run.billing_date} is not validated: nothing was published")
     if head["publish_seq"] != _publish_seq(conn):
-        raise FlexbillError(f"another run published while run {run.run_id} for {run.billing_date} was staging: "
-                            "its staging is stale, nothing was published; rerun the date")
+        raise FlexbillError(f"another run published, or a manual suspend/lift was recorded, while run {run.run_id} "
+                            f"for {run.billing_date} was staging: its staging is stale, nothing was published; "
+                            "rerun the date (clear the whole DAG run)")
     result, report_frame, quarantine = staged_outputs(conn, run, memo)
     clear_date(conn, run.billing_date)
     _write(conn, run.billing_date, result, quarantine, report_frame)
     _record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
-    dialect.upsert(conn, schema.flexbill_state, [{"name": "publish_seq", "value": head["publish_seq"] + 1}], ["name"])
+    bump_publish_seq(conn)
     clear_staging(conn, run.run_id)
     totals = (result.invoices.groupby("currency")
               .agg(invoices=("invoice_id", "size"), subtotal=("subtotal_cents", "sum"),

@@ -256,8 +256,18 @@ ROW_CACHE_MAX = 5_000_000
 _ROW_VERDICTS: dict[str, dict] = {}
 
 
+def _with_amounts(record: dict) -> dict:
+    """A failing row's money as text for its reason (only failing rows: never a Decimal per source row)."""
+    for text, cents in (("price", "price_cents"), ("unit_price", "unit_cents"), ("period_amount", "period_cents")):
+        if cents in record:
+            record[text] = _money_text(record[cents])
+    return record
+
+
 def _money_text(cents) -> object:
-    if cents is None or cents != cents:
+    import pandas as pd
+
+    if cents is None or pd.isna(cents):
         return None
     from .money import from_cents
 
@@ -283,7 +293,6 @@ def _check_frames(src: dict) -> dict:
         location_found=plans["location_id"].isin(ids("locations")),
         location_currency=lookup(plans["location_id"], src["locations"], "currency"),
         positive_steps=steps.where(~negative, -1),
-        price=plans["price_cents"].map(_money_text),
     )
     customers = src["customers"]
     frames["customers"] = customers.assign(location_found=customers["location_id"].isin(ids("locations")))
@@ -297,14 +306,12 @@ def _check_frames(src: dict) -> dict:
               for u, q in zip(unit.tolist(), contracts["quantity"].tolist())]
     frames["contracts"] = contracts.assign(
         period_cents=pd.Series(period, index=contracts.index, dtype=object),
-        unit_price=unit.map(_money_text),
-        period_amount=pd.Series([_money_text(v) for v in period], index=contracts.index, dtype=object),
+        unit_cents=unit,
         customer_found=contracts["customer_id"].isin(ids("customers")),
         plan_found=contracts["plan_id"].isin(ids("plans")),
         plan_currency=lookup(contracts["plan_id"], plans, "currency"),
         customer_currency=lookup(customer_location, src["locations"], "currency"),
         weekly_billing_day=contracts["billing_day"].where(weekly),
-        price=contracts["price_cents"].map(_money_text),
     )
     events = src["suspension_events"]
     frames["suspension_events"] = events.assign(
@@ -372,7 +379,7 @@ def _gx_failures(name: str, frame) -> dict:
         note = res.expectation_config.meta["reason"]
         positions = [int(p) for p in res.result.get("unexpected_index_list") or []]
         for position, record in zip(positions, frame.iloc[positions].to_dict("records")):
-            failures[position].append(_FORMAT.format(note, **record))
+            failures[position].append(_FORMAT.format(note, **_with_amounts(record)))
     return failures
 
 

@@ -259,7 +259,8 @@ def _without_quarantined(conn: Connection, run: Run, memo: Memo, name: str, fram
     if "quarantined" not in memo:  # read once per step, not once per table
         memo["quarantined"] = _unstage(conn, schema.stg_quarantine, run, memo=memo)
     bad = memo["quarantined"]
-    return frame[~frame["id"].isin(bad.loc[bad["source_table"] == name, "row_id"])].reset_index(drop=True)
+    held = frame["id"].isin(bad.loc[bad["source_table"] == name, "row_id"]) | frame["id"].isna()  # no id: held too
+    return frame[~held].reset_index(drop=True)
 
 
 def _valid(conn: Connection, run: Run, memo: Memo) -> dict:

@@ -27,6 +27,7 @@ CURRENCY = r"^[A-Z]{3}$"
 ACTIONS = ["suspend", "lift"]
 SOURCES = ["manual", "signup", "plan", "crm_stage"]
 SKIP_REASONS = ["suspended", "archived"]
+NO_ID = -1  # quarantine.row_id of the rows of a table that have no id
 MAX_PERIOD_CENTS = 10**12  # price x quantity of one full period: 10,000,000,000.00 at most
 MAX_MONTHS, MAX_WEEKS = 1200, 5218  # a plan bills at least once a century
 
@@ -137,6 +138,11 @@ INPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
          "A CRM entry in an unknown stage cannot suspend anyone."),
     ],
 }
+
+for _table, _rules in INPUT_RULES.items():  # an operator database without keys may repeat an id
+    _rules.append(("ExpectColumnValuesToBeUnique", {"column": "id"},
+                   f"id {{id}} appears more than once in {_table}: give each row its own id",
+                   "Two rows with one id cannot be told apart: every row with that id is held back."))
 
 # (table, column holding the parent id, parent table)
 DEPENDENCIES = [
@@ -432,12 +438,21 @@ def check_inputs(src: dict) -> InputVerdict:
     """Quarantine every contract-breaking source row (and the rows that depend on one)."""
     import pandas as pd
 
-    frames = _check_frames(src)
     reasons: dict[tuple[str, int], list[str]] = defaultdict(list)
+    src = dict(src)
+    for name, frame in src.items():  # a row without an id cannot be named, billed or quarantined by id
+        no_id = frame["id"].isna()
+        if no_id.any():
+            reasons[(name, NO_ID)].append(f"{int(no_id.sum())} row(s) of {name} have no id: give every row an id "
+                                          f"(listed here as row {NO_ID})")
+            src[name] = frame[~no_id].reset_index(drop=True)
+    frames = _check_frames(src)
     for name, frame in frames.items():
         for position, notes in _failures(name, frame).items():
             row_id = frame.at[position, "id"]
-            reasons[(name, int(row_id))].extend(notes)
+            for note in notes:
+                if note not in reasons[(name, int(row_id))]:  # a repeated id fails once per copy
+                    reasons[(name, int(row_id))].append(note)
     for table, column, parent in DEPENDENCIES:  # in dependency order: parents first
         bad_parents = {rid: "; ".join(n) for (t, rid), n in reasons.items() if t == parent}
         if not bad_parents:

@@ -139,10 +139,13 @@ INPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
     ],
 }
 
-for _table, _rules in INPUT_RULES.items():  # an operator database without keys may repeat an id
-    _rules.append(("ExpectColumnValuesToBeUnique", {"column": "id"},
-                   f"id {{id}} appears more than once in {_table}: give each row its own id",
-                   "Two rows with one id cannot be told apart: every row with that id is held back."))
+# An operator database without keys may repeat an id. Unlike the rules above, this one reads other rows,
+# so it never goes through the per-row verdict cache: check_inputs runs it on the whole table every time.
+UNIQUE_ID_RULES = {
+    table: [("ExpectColumnValuesToBeUnique", {"column": "id"},
+             f"id {{id}} appears more than once in {table}: give each row its own id",
+             "Two rows with one id cannot be told apart: every row with that id is held back.")]
+    for table in INPUT_RULES}
 
 # (table, column holding the parent id, parent table)
 DEPENDENCIES = [
@@ -448,7 +451,14 @@ def check_inputs(src: dict) -> InputVerdict:
             src[name] = frame[~no_id].reset_index(drop=True)
     frames = _check_frames(src)
     for name, frame in frames.items():
-        for position, notes in _failures(name, frame).items():
+        found = _failures(name, frame)
+        if not frame.empty and frame["id"].duplicated().any():  # whole-table check, never cached
+            result = _Gx.get().validate(f"inputs.{name}.ids", UNIQUE_ID_RULES[name], frame[["id"]], "COMPLETE")
+            for res in result.results:
+                for position in res.result.get("unexpected_index_list") or []:
+                    found.setdefault(int(position), []).append(
+                        _FORMAT.format(UNIQUE_ID_RULES[name][0][2], id=frame.at[int(position), "id"]))
+        for position, notes in found.items():
             row_id = frame.at[position, "id"]
             for note in notes:
                 if note not in reasons[(name, int(row_id))]:  # a repeated id fails once per copy
@@ -518,7 +528,7 @@ def _with_all_columns(stacked, rules):
     return stacked
 
 
-INPUT_RULES_WITH_REQUIRED = {name: rules + [REQUIRED_RULE] for name, rules in INPUT_RULES.items()}
+INPUT_RULES_WITH_REQUIRED = {name: rules + UNIQUE_ID_RULES[name] + [REQUIRED_RULE] for name, rules in INPUT_RULES.items()}
 STACKED_INPUT_RULES = [(kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
                        for name, rules in INPUT_RULES_WITH_REQUIRED.items() for kind, kwargs, note, finance in rules]
 SUITES = {"flexbill_inputs": STACKED_INPUT_RULES, "flexbill_outputs": STACKED_OUTPUT_RULES}

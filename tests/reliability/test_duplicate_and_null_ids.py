@@ -63,3 +63,30 @@ def test_a_bad_id_is_quarantined_and_the_rest_billed(dialect, kind):
             assert any("appears more than once" in r for r in reasons), reasons
         if kind == "crm entry id twice":  # automatic rules ignore quarantined rows (CONTRACT.md "Bad input")
             assert {10, 11} <= billed
+
+
+def test_a_repeated_id_is_found_even_when_one_copy_was_validated_before(tmp_path):
+    """Uniqueness reads other rows: the per-row verdict cache of a primed backfill must not hide a repeated id
+    whose first copy it already knows (found when the full suite ran this after other tests)."""
+    from flexbill import validation
+    from flexbill.db import extract
+    from flexbill.steps import cutoff_of
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    init_db(engine)
+    loosen(engine)
+    op = Operator(engine)
+    op.location(1)
+    op.customer(1)
+    op.plan(1)
+    op.contract(7, 1, 1, start_date=D)
+    with engine.connect() as conn:
+        validation.prime(extract.snapshot(conn, cutoff_of(D)))  # contract 7's verdict is now cached
+    op.customer(2)
+    op.contract(7, 2, 1, start_date=D)  # the same id again, another row
+    with engine.connect() as conn:
+        verdict = validation.check_inputs(extract.snapshot(conn, cutoff_of(D)))
+    held = verdict.quarantine[verdict.quarantine["source_table"] == "contracts"]
+    assert held["row_id"].tolist() == [7] and "appears more than once" in held["reason"].iloc[0]
+    assert verdict.valid["contracts"].empty
+    engine.dispose()

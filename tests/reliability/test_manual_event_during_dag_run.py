@@ -35,7 +35,10 @@ def _run(url):
 
 @pytest.mark.parametrize("kind", ["suspend", "lift"])
 @pytest.mark.parametrize("position", [7, 8, 10])  # after suspension_filter[1], after both filters, after build_invoices
-def test_a_manual_event_between_dag_tasks_gives_a_serial_order(kind, position):
+def test_a_manual_event_between_dag_tasks_gives_a_serial_order(kind, position, monkeypatch):
+    from flexbill import airflow_steps
+
+    monkeypatch.setattr(airflow_steps, "engine", airflow_steps.engine)  # use_database below: undone after
     dbs = Databases("sqlite", Path(tempfile.mkdtemp()))
     tpl = template(dbs)
     first, second, raced = dbs.clone(tpl), dbs.clone(tpl), dbs.clone(tpl)

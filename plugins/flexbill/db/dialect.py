@@ -64,16 +64,13 @@ def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = Non
     values = [column_values(frame[name], table.c[name].type) if name in frame.columns else [fixed[name]] * n
               for name in names]
     rows = zip(*values)
-    if conn.dialect.name == "postgresql" and n > COPY_MIN_ROWS:
+    if conn.dialect.name == "postgresql":  # every PostgreSQL write goes through COPY (one path, every test)
         _copy(conn, table.name, names, rows)
     else:
         dicts = [dict(zip(names, r)) for r in rows]
         for i in range(0, n, BATCH):
             conn.execute(table.insert(), dicts[i:i + BATCH])
     return n
-
-
-COPY_MIN_ROWS = 0  # every PostgreSQL write goes through COPY (one code path, exercised by every test)
 
 
 NULL_MARK = "<<flexbill:null>>"  # how NULL travels in COPY's CSV: no real value looks like it
@@ -123,12 +120,11 @@ def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
     """INSERT ... ON CONFLICT (key) DO UPDATE, for a frame; on PostgreSQL through a COPY into a temporary table."""
     if len(frame) == 0:
         return
-    if conn.dialect.name != "postgresql" or len(frame) <= COPY_MIN_ROWS:
-        names = [c.name for c in table.columns if c.name in frame.columns]
+    names = [c.name for c in table.columns if c.name in frame.columns]
+    if conn.dialect.name != "postgresql":
         values = [column_values(frame[name], table.c[name].type) for name in names]
         upsert(conn, table, [dict(zip(names, r)) for r in zip(*values)], key)
         return
-    names = [c.name for c in table.columns if c.name in frame.columns]
     temp = f"tmp_{table.name}"
     conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" (LIKE "{table.name}") ON COMMIT DROP'))
     conn.execute(text(f'TRUNCATE "{temp}"'))

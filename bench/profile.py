@@ -38,47 +38,25 @@ def _peak_mib() -> float:
 
 
 def steps(url: str, d: date) -> list[tuple[str, float, float, float]]:
-    """(step, seconds, RSS after, peak RSS so far) for each step of one run."""
+    """(step, seconds, RSS after, peak RSS so far) for each step of one run: flexbill.steps.run_billing_date
+    itself (what `flexbill run` calls), timed through its on_step hook, then the data-quality report."""
     from flexbill import steps as st
-    from flexbill.db import dialect
-    from flexbill.db.connect import make_engine, require_schema
+    from flexbill.db.connect import make_engine
     from flexbill.finance_report import write_report
 
     out = []
     t0 = time.perf_counter()
     engine = make_engine(url)
-    require_schema(engine)
-    run, memo = st.Run.new(d), st.Memo()
 
-    def step(name, fn, *args):
-        t = time.perf_counter()
-        result = fn(*args)
-        out.append((name, time.perf_counter() - t, _rss_mib(), _peak_mib()))
-        print(f"  {name:<22} {out[-1][1]:7.2f}s  RSS {out[-1][2]:6.0f} MiB  peak {out[-1][3]:6.0f} MiB", flush=True)
-        return result
+    def record(name: str, seconds: float) -> None:
+        out.append((name, seconds, _rss_mib(), _peak_mib()))
+        print(f"  {name:<22} {seconds:7.2f}s  RSS {out[-1][2]:6.0f} MiB  peak {out[-1][3]:6.0f} MiB", flush=True)
 
-    out.append(("imports + connect", time.perf_counter() - t0, _rss_mib(), _peak_mib()))
-
-    def frames_memory():  # what the snapshot holds, per table (pandas deep memory usage)
-        src = memo.get("src") or {}
-        sizes = {name: frame.memory_usage(deep=True).sum() / 2**20 for name, frame in src.items()}
-        print("  snapshot in memory: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in sizes.items() if v >= 1), flush=True)
-
-    with engine.begin() as conn:
-        dialect.lock_for_run(conn)
-        step("extract_snapshot", st.extract_snapshot, conn, run, memo)
-        frames_memory()
-        for rule in st.RULES:
-            step(f"apply_rule {rule}", st.apply_rule, conn, run, rule, memo)
-        step("owed_periods", st.owed_periods, conn, run, None, memo)
-        step("suspension_filter", st.suspension_filter, conn, run, None, memo)
-        step("build_invoices", st.build_invoices, conn, run, None, memo)
-        step("active_user_report", st.active_user_report, conn, run, memo)
-        step("validate_output", st.validate_output, conn, run, memo)
-        step("publish", st.publish, conn, run, memo)
-        t = time.perf_counter()
-    out.append(("commit", time.perf_counter() - t, _rss_mib(), _peak_mib()))
-    step("data-quality report", write_report, engine, d, str(VAR / "reports"), str(VAR / "gx"))
+    record("imports + connect", time.perf_counter() - t0)
+    st.run_billing_date(engine, d, on_step=record)
+    t = time.perf_counter()
+    write_report(engine, d, str(VAR / "reports"), str(VAR / "gx"))
+    record("data-quality report", time.perf_counter() - t)
     return out
 
 

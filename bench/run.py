@@ -187,12 +187,15 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
         engine = re.search(r"\[(\d+\.\d+)s\]", fb["output"])
         row.update(flexbill_s=round(fb["seconds"], 2), flexbill_engine_s=float(engine.group(1)) if engine else None,
                    flexbill_rss_mib=round(fb["rss_mib"]))
-        rp = child([FLEXBILL, "report", "--date", str(d), "--db", url, "--out", str(VAR / "reports"),
-                    "--gx-dir", str(VAR / "gx")], f"flexbill report {label} {d}", log_path(db, n, f"report_{kind}"),
-                   env={"COLUMNS": "200"})
-        if rp["code"]:
-            raise Failed(f"flexbill report {label} {d} failed:\n{rp['output'][-3000:]}")
-        row.update(report_s=round(rp["seconds"], 2), report_rss_mib=round(rp["rss_mib"]))
+        if n > args.report_max:
+            row["report_skipped"] = f"over --report-max {size_label(args.report_max)}"
+        else:
+            rp = child([FLEXBILL, "report", "--date", str(d), "--db", url, "--out", str(VAR / "reports"),
+                        "--gx-dir", str(VAR / "gx")], f"flexbill report {label} {d}",
+                       log_path(db, n, f"report_{kind}"), env={"COLUMNS": "200"})
+            if rp["code"]:
+                raise Failed(f"flexbill report {label} {d} failed:\n{rp['output'][-3000:]}")
+            row.update(report_s=round(rp["seconds"], 2), report_rss_mib=round(rp["rss_mib"]))
         row["stats"] = run_stats(url, d)
         if db == "postgresql":
             console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] anchor {label} {d} ...", highlight=False)
@@ -222,7 +225,8 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
                                 f"{c['only_other']} only in the other; e.g. flexbill {c['examples_only_flexbill'][:3]}"
                                 f" / other {c['examples_only_other'][:3]}")
                 console.print(f"[bold red]MISMATCH[/] {failures[-1]}", highlight=False)
-        row["targets"] = {k: {"met": bool(v[0]), "value": v[1]} for k, v in targets(row, rows).items()}
+        earlier = json.loads(Path(args.baseline).read_text())["rows"] if args.baseline else []
+        row["targets"] = {k: {"met": bool(v[0]), "value": v[1]} for k, v in targets(row, rows + earlier).items()}
         rows.append(row)
         save_partial(args, rows, record)
     record["disk_after_runs_bytes"] = disk_bytes(db, n)
@@ -337,6 +341,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--naive-limit", type=float, default=1800, help="skip the naive baseline where its estimate "
                     "from the last size measured is over this many seconds [1800]")
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--baseline", help="an earlier results JSON whose rows serve the targets that compare sizes "
+                    "(10M within 11x the 1M time) when this run does not measure the smaller size")
+    ap.add_argument("--report-max", type=parse_size, default=10**9,
+                    help="measure `flexbill report` only up to this size (it re-validates the whole snapshot)")
     args = ap.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     dbs = [d.strip() for d in args.dbs.split(",") if d.strip()]

@@ -131,8 +131,10 @@ def active_users(conn: Connection, d: date) -> list[dict]:
     return [dict(zip(keys, row)) for row in rows]
 
 
-def portal_review(conn: Connection, d: date) -> list[dict]:
-    """The suspended members who still have Members Portal access at D's cutoff: the list an admin reviews."""
+def portal_review(conn: Connection, d: date, src: dict | None = None) -> list[dict]:
+    """The suspended members who still have Members Portal access at D's cutoff: the list an admin reviews.
+
+    `src`: D's snapshot (extract.snapshot at D's cutoff) when the caller has read it already."""
     from . import report, rules
     from .db import extract
     from .steps import cutoff_of
@@ -141,15 +143,29 @@ def portal_review(conn: Connection, d: date) -> list[dict]:
     q = s.quarantine
     bad = conn.execute(select(q.c.source_table, q.c.row_id).where(q.c.billing_date == d)).all()
     held = {(t, int(rid)) for t, rid in bad}
-    src = {name: extract.read_table(conn, s.metadata.tables[name], cutoff)
-           for name in ("customers", "contracts", "suspension_events")}
-    valid = {name: frame[~frame["id"].isin([rid for t, rid in held if t == name])] for name, frame in src.items()}
+    if src is None:
+        src = extract.snapshot(conn, cutoff)
+    valid = {name: src[name][~src[name]["id"].isin([rid for t, rid in held if t == name])]
+             for name in ("customers", "suspension_events")}
     suspended = rules.suspended_at(valid["suspension_events"], cutoff)
     frame = report.suspended_with_portal_access(valid["customers"], src["contracts"], suspended, d)
+    names = _names(conn, frame["customer_id"].tolist())
     since = _suspended_since(valid["suspension_events"], cutoff)
-    return [{"customer_id": int(r.customer_id), "location_id": int(r.location_id), "full_name": r.full_name,
-             "email": r.email, "suspended_since": since.get(int(r.customer_id))}
+    return [{"customer_id": int(r.customer_id), "location_id": int(r.location_id),
+             "full_name": names.get(int(r.customer_id), (None, None))[0],
+             "email": names.get(int(r.customer_id), (None, None))[1], "suspended_since": since.get(int(r.customer_id))}
             for r in frame.sort_values(["location_id", "customer_id"]).itertuples()]
+
+
+def _names(conn: Connection, ids: list[int], chunk: int = 5000) -> dict:
+    """customer id -> (full_name, email), read for these customers only (the snapshot leaves names out)."""
+    c = s.customers
+    out = {}
+    for at in range(0, len(ids), chunk):
+        for cid, name, email in conn.execute(select(c.c.id, c.c.full_name, c.c.email)
+                                             .where(c.c.id.in_(ids[at:at + chunk]))):
+            out[int(cid)] = (name, email)
+    return out
 
 
 def _suspended_since(events, cutoff) -> dict:
@@ -275,12 +291,15 @@ def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
                  gx_directory: str | os.PathLike | None = None) -> Path:
     """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html."""
     from . import quality
+    from .db import extract
     from .db.connect import redact
+    from .steps import cutoff_of
 
     folder = report_dir(out) / d.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     with engine.connect() as conn:
-        dq = quality.validate_date(conn, d, gx_directory)
+        src = extract.snapshot(conn, cutoff_of(d))  # read once: validated, then the portal list
+        dq = quality.validate_date(conn, d, gx_directory, src)
         rows = invoices_by_location(conn, d)
         hist = history(conn, d)
         data = {
@@ -293,7 +312,7 @@ def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
             "back_billed": back_billed(conn, d),
             "quarantine": quarantine(conn, d),
             "active_users": active_users(conn, d),
-            "portal_review": portal_review(conn, d),
+            "portal_review": portal_review(conn, d, src),
             "reconciliation": reconciliation(conn, d),
             "dq": dq,
             "failed_checks": [c for c in dq.checks if not c.success],

@@ -143,8 +143,10 @@ def _class_name(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 
 
-def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None = None) -> DateQuality:
-    """Validate D's inputs (as of its cutoff) and D's published outputs; keep the results, rebuild Data Docs."""
+def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None = None,
+                  src: dict | None = None) -> DateQuality:
+    """Validate D's inputs (as of its cutoff: `src` when the caller has read that snapshot) and D's published
+    outputs; keep the results, rebuild Data Docs."""
     import pandas as pd
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -152,7 +154,7 @@ def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None
     from .steps import cutoff_of
 
     frames = {
-        "flexbill_inputs": validation.stacked_inputs(extract.snapshot(conn, cutoff_of(d))),
+        "flexbill_inputs": validation.stacked_inputs(src if src is not None else extract.snapshot(conn, cutoff_of(d))),
         "flexbill_outputs": validation.stacked_outputs(published_frames(conn, d)),
     }
     ctx = _Context(gx_dir(directory))

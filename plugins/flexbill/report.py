@@ -29,7 +29,6 @@ def _flags(customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Serie
     portal = cust["portal_access"].fillna(True).astype(bool)
     return pd.DataFrame({
         "customer_id": cust["id"], "location_id": cust["location_id"].astype("int64"),
-        "full_name": cust["full_name"], "email": cust["email"],
         "members": member,
         "active_users": member & ~susp,
         "suspended_members": member & susp,
@@ -50,7 +49,7 @@ def active_users(locations: pd.DataFrame, customers: pd.DataFrame, contracts: pd
 
 def suspended_with_portal_access(customers: pd.DataFrame, contracts: pd.DataFrame,
                                  suspended: pd.Series, report_date: date) -> pd.DataFrame:
-    """The customers behind suspended_with_portal_access, for an admin to review."""
+    """The customers behind suspended_with_portal_access (customer_id, location_id), for an admin to review."""
     flags = _flags(customers, contracts, suspended, report_date)
     keep = flags["suspended_with_portal_access"]
-    return flags.loc[keep, ["customer_id", "location_id", "full_name", "email"]].reset_index(drop=True)
+    return flags.loc[keep, ["customer_id", "location_id"]].reset_index(drop=True)

@@ -280,10 +280,23 @@ def _suspended(conn: Connection, run: Run, memo: Memo) -> pd.Series:
     return memo["suspended"]
 
 
+def _ledger(conn: Connection, run: Run, memo: Memo) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ledger cursors, and the lines on D or later of periods starting on or before D."""
+    if "ledger" not in memo:
+        memo["ledger"] = _frame(conn, select(schema.contract_ledger.c.contract_id, schema.contract_ledger.c.billed_before),
+                                {}, ["contract_id", "billing_date"]).rename(columns={"billing_date": "billed_before"})
+        memo["later"] = _frame(conn, _dated(dialect.sql("later_lines"), billing_date=Date()),
+                               {"billing_date": run.billing_date}, ["contract_id", "period_start"])
+    return memo["ledger"], memo["later"]
+
+
 def _terms(conn: Connection, run: Run, memo: Memo, location_id: int | None) -> pd.DataFrame:
-    """The billable contracts' terms, of one location (None: of every location)."""
+    """The terms of the contracts that may owe on D, of one location (None: of every location)."""
     if "terms" not in memo:
-        memo["terms"] = billing.contract_terms(_valid(conn, run, memo))
+        valid = _valid(conn, run, memo)
+        ledger, later = _ledger(conn, run, memo)
+        contracts = valid["contracts"][billing.may_owe(valid["contracts"], ledger, later, run.billing_date)]
+        memo["terms"] = billing.contract_terms({**valid, "contracts": contracts})
     terms = memo["terms"]
     return terms if location_id is None else terms[terms["location_id"] == location_id].reset_index(drop=True)
 
@@ -301,6 +314,8 @@ def extract_snapshot(conn: Connection, run: Run, memo: Memo | None = None) -> di
         "publish_seq": _publish_seq(conn), "quarantined_rows": len(verdict.quarantine),
         "contracts_quarantined": contracts_quarantined, "events_appended": 0, "validated": False})
     memo["valid"] = verdict.valid
+    if memo.in_process:  # later steps read only these raw tables (the report counts every visible contract)
+        memo["src"] = {name: src[name] for name in ("locations", "contracts")}
     return {"quarantined_rows": len(verdict.quarantine), "locations": due_locations(conn, run, memo)}
 
 
@@ -326,13 +341,8 @@ def owed_periods(conn: Connection, run: Run, location_id: int | None, memo: Memo
     """Stage the periods each contract of the location owes on D; returns how many."""
     memo = Memo() if memo is None else memo
     terms = _terms(conn, run, memo, location_id)
-    if "ledger" not in memo:
-        memo["ledger"] = _frame(conn, select(schema.contract_ledger.c.contract_id, schema.contract_ledger.c.billed_before),
-                                {}, ["contract_id", "billing_date"]).rename(columns={"billing_date": "billed_before"})
-        memo["later"] = _frame(conn, _dated(dialect.sql("later_lines"), billing_date=Date()),
-                               {"billing_date": run.billing_date}, ["contract_id", "period_start"])
-    candidates, periods = billing.owed_periods(terms, memo["ledger"], memo["later"], _lines_reader(conn),
-                                               run.billing_date)
+    ledger, later = _ledger(conn, run, memo)
+    candidates, periods = billing.owed_periods(terms, ledger, later, _lines_reader(conn), run.billing_date)
     _stage(conn, schema.stg_candidates, run, candidates, location_id, memo)
     return _stage(conn, schema.stg_periods, run, periods, location_id, memo)
 
@@ -447,28 +457,53 @@ def _output_frames(result: billing.DateResult, report_frame: pd.DataFrame, locat
             "active_user_report": rep}
 
 
-def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None) -> RunSummary:
-    """Every step for date D in one transaction holding the run lock (the `flexbill run` path)."""
+def _release(memo: Memo) -> None:
+    """Drop what validate_output and publish do not read (in-process runs hold it all otherwise): the snapshot
+    but its locations, the terms, the ledger and the staged candidates and periods."""
+    for key in ("src", "terms", "ledger", "later", "triggered", "suspended", "quarantined",
+                ("staged", schema.stg_candidates.name), ("staged", schema.stg_periods.name)):
+        memo.pop(key, None)
+    if "valid" in memo:
+        memo["valid"] = {"locations": memo["valid"]["locations"]}
+
+
+def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
+                     on_step: Callable[[str, float], None] | None = None) -> RunSummary:
+    """Every step for date D in one transaction holding the run lock (the `flexbill run` path).
+
+    `on_step(name, seconds)` is called after each step (the benchmark's profile measures memory there)."""
     require_schema(engine)
     started = utcnow()
     t0 = time.perf_counter()
     run, memo = Run.new(d), Memo(in_process=True)
+
+    def step(name: str, fn: Callable, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        if on_step is not None:
+            on_step(name, time.perf_counter() - t)
+        return out
+
     try:
         with engine.begin() as conn:
             dialect.lock_for_run(conn)
             _pause("locked")
-            extract_snapshot(conn, run, memo)
+            step("extract_snapshot", extract_snapshot, conn, run, memo)
             for rule in RULES:
-                apply_rule(conn, run, rule, memo)
+                step(f"apply_rule {rule}", apply_rule, conn, run, rule, memo)
             _pause("after_rules")
             # the DAG maps these three over locations; here one pass covers every location (None)
-            owed_periods(conn, run, None, memo)
-            suspension_filter(conn, run, None, memo)
-            build_invoices(conn, run, None, memo)
-            active_user_report(conn, run, memo)
-            validate_output(conn, run, memo, tamper)
-            summary = publish(conn, run, memo)
+            step("owed_periods", owed_periods, conn, run, None, memo)
+            step("suspension_filter", suspension_filter, conn, run, None, memo)
+            step("build_invoices", build_invoices, conn, run, None, memo)
+            step("active_user_report", active_user_report, conn, run, memo)
+            _release(memo)
+            step("validate_output", validate_output, conn, run, memo, tamper)
+            summary = step("publish", publish, conn, run, memo)
             _pause("before_commit")
+            t = time.perf_counter()
+        if on_step is not None:
+            on_step("commit", time.perf_counter() - t)
     except OutputRejected as exc:
         record_failure(engine, d, started, str(exc))
         raise

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, Text, cast, select
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, Text, case, cast, literal, null, select
 from sqlalchemy.engine import Connection
 
 from . import dialect, schema
@@ -28,6 +28,10 @@ AS_OF = {
     "suspension_events": "occurred_at",
     "crm_stage_entries": "entered_at",
 }
+# Columns no billing step reads: a run's snapshot leaves them out (names and e-mails are only shown
+# for the few customers on the finance report's portal list, which reads them by id). A required one
+# (full_name) is read as '' or null, so a missing value is still quarantined.
+NOT_IN_SNAPSHOT = {"customers": ("full_name", "email")}
 TRUE_TEXT = {"1", "true", "t", "yes", "y"}
 FALSE_TEXT = {"0", "false", "f", "no", "n"}
 
@@ -53,9 +57,9 @@ def _scaled(raw: pd.Series, scale: int) -> tuple[pd.Series, pd.Series]:
     return pd.Series(values, index=raw.index, dtype=object), pd.Series(bad, index=raw.index)
 
 
-def _parse(df: pd.DataFrame, table: Table) -> pd.DataFrame:
+def _parse(df: pd.DataFrame, table: Table, columns: list) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
-    for column in table.columns:
+    for column in columns:
         raw = df[column.name]
         kind = column.type
         if isinstance(kind, Numeric):
@@ -91,19 +95,23 @@ def _parse(df: pd.DataFrame, table: Table) -> pd.DataFrame:
     return out
 
 
-def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, where=None) -> pd.DataFrame:
-    """One source table, typed; rows born at or after `cutoff` are left out."""
+def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, where=None,
+               skip: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One source table, typed (less the columns in `skip`); rows born at or after `cutoff` are left out."""
+    # a skipped column that is required is still read as present ('') or missing (null), for validation
+    wanted = [c for c in table.columns if c.name not in skip or not c.nullable]
     columns = [
-        cast(c, Text).label(c.name) if isinstance(c.type, (Numeric, Date, DateTime, Boolean)) else c
-        for c in table.columns
+        case((c.is_(None), null()), else_=literal("")).label(c.name) if c.name in skip
+        else cast(c, Text).label(c.name) if isinstance(c.type, (Numeric, Date, DateTime, Boolean)) else c
+        for c in wanted
     ]
     stmt = select(*columns)
     if where is not None:
         stmt = stmt.where(where)
     # PostgreSQL: COPY and pandas' C reader (integers typed there); SQLite: fetched rows
     raw = dialect.read_frame(conn, stmt, dtypes={c.name: ("Int64" if isinstance(c.type, Integer) else object)
-                                                 for c in table.columns})
-    df = _parse(raw, table)
+                                                 for c in wanted})
+    df = _parse(raw, table, wanted)
     when = AS_OF.get(table.name)
     if cutoff is not None and when is not None:
         # a row whose instant is unreadable stays visible: validation quarantines it
@@ -112,5 +120,5 @@ def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, w
 
 
 def snapshot(conn: Connection, cutoff: datetime) -> dict[str, pd.DataFrame]:
-    """Every source table as the world was at `cutoff`."""
-    return {t.name: read_table(conn, t, cutoff) for t in schema.SOURCE_TABLES}
+    """Every source table as the world was at `cutoff` (less the columns in NOT_IN_SNAPSHOT)."""
+    return {t.name: read_table(conn, t, cutoff, skip=NOT_IN_SNAPSHOT.get(t.name, ())) for t in schema.SOURCE_TABLES}

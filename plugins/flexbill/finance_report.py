@@ -290,7 +290,7 @@ def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
 def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
                  gx_directory: str | os.PathLike | None = None) -> Path:
     """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html."""
-    from . import quality
+    from . import quality, validation
     from .db import extract
     from .db.connect import redact
     from .steps import cutoff_of
@@ -298,8 +298,12 @@ def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
     folder = report_dir(out) / d.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     with engine.connect() as conn:
-        src = extract.snapshot(conn, cutoff_of(d))  # read once: validated, then the portal list
-        dq = quality.validate_date(conn, d, gx_directory, src)
+        src = extract.snapshot(conn, cutoff_of(d))  # read once: the portal list, then validated
+        portal = portal_review(conn, d, src)
+        inputs = validation.stacked_inputs(src)
+        del src  # the stacked frame is all validation needs: do not hold both
+        dq = quality.validate_date(conn, d, gx_directory, inputs)
+        del inputs
         rows = invoices_by_location(conn, d)
         hist = history(conn, d)
         data = {
@@ -312,7 +316,7 @@ def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
             "back_billed": back_billed(conn, d),
             "quarantine": quarantine(conn, d),
             "active_users": active_users(conn, d),
-            "portal_review": portal_review(conn, d, src),
+            "portal_review": portal,
             "reconciliation": reconciliation(conn, d),
             "dq": dq,
             "failed_checks": [c for c in dq.checks if not c.success],

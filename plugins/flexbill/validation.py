@@ -576,7 +576,7 @@ def check_outputs(frames: dict) -> None:
     gx = _Gx.get()
     if gx.validate("outputs", STACKED_OUTPUT_RULES, stacked, "BOOLEAN_ONLY").success:
         return
-    result = gx.validate("outputs", STACKED_OUTPUT_RULES, stacked, "SUMMARY")  # only to count the failures
+    result = gx.validate("outputs", STACKED_OUTPUT_RULES, stacked, "BASIC")  # only to count the failures
     problems = []
     for res in result.results:
         if not res.success:

@@ -109,9 +109,20 @@ def _report(eng, d: date) -> str:
 
 def data_quality_report(data_interval_start) -> str:
     """Write D's data-quality report and GX Data Docs; returns the page's path (see README, "Data quality")."""
+    from sqlalchemy.exc import DBAPIError
+
+    from .db.connect import redact
+    from .errors import DatabaseError
+
     eng = engine()
+    d = billing_date(data_interval_start)
     try:
-        return _report(eng, billing_date(data_interval_start))
+        return _report(eng, d)
+    except DBAPIError as exc:  # OperationalError included: say which database and what to do, not a traceback
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise DatabaseError(f"the data-quality report of {d} could not read the billing database: {reason}. "
+                            f"Check the {CONN_ID} connection ({redact(eng.url.render_as_string(hide_password=False))})"
+                            " and clear this task; the published invoices are not affected.") from None
     finally:
         eng.dispose()
 

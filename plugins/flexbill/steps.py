@@ -233,8 +233,9 @@ def _unstage(conn: Connection, table: Table, run: Run, location_id: int | None =
     return extract.read_table(conn, table, where=where).drop(columns=["run_id"])
 
 
-def clear_staging(conn: Connection, run_id: str) -> None:
-    for table in (*schema.STAGING_TABLES, schema.stg_runs):
+def clear_staging(conn: Connection, run_id: str, keep_head: bool = False) -> None:
+    """Delete a run's staging; `keep_head` keeps its stg_runs row, so its publish still says why it refuses."""
+    for table in (*schema.STAGING_TABLES, *(() if keep_head else (schema.stg_runs,))):
         conn.execute(delete(table).where(table.c.run_id == run_id))
 
 
@@ -421,6 +422,10 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
     """Replace D's outputs with the run's validated staging, in the caller's transaction, under the run lock."""
     dialect.lock_for_run(conn)
     head = conn.execute(select(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)).mappings().first()
+    if head is None:
+        done = published_by(conn, run)
+        if done is not None:  # a retry of a publish that committed (its task died before reporting success)
+            return done
     if head is None or not head["validated"]:
         raise FlexbillError(f"run {run.run_id} for {run.billing_date} is not validated: nothing was published")
     if head["publish_seq"] != _publish_seq(conn):
@@ -432,13 +437,40 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
     _write(conn, run.billing_date, result, quarantine, report_frame)
     _record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
     bump_publish_seq(conn)
+    if memo is None or not memo.in_process:  # a task that may be retried after this commit (not `flexbill run`)
+        dialect.upsert(conn, schema.flexbill_state, [{"name": PUBLISHED + run.run_id, "value": _publish_seq(conn)}],
+                       ["name"])
     clear_staging(conn, run.run_id)
+    # other runs of D (abandoned or racing) staged before this publish, so they can never publish: their staged
+    # rows go; their head row stays, so their own publish refuses with "stale", as it would have
+    stale = select(schema.stg_runs.c.run_id).where(schema.stg_runs.c.billing_date == run.billing_date)
+    for run_id in conn.execute(stale).scalars().all():
+        clear_staging(conn, run_id, keep_head=True)
     totals = (result.invoices.groupby("currency")
               .agg(invoices=("invoice_id", "size"), subtotal=("subtotal_cents", "sum"),
                    tax=("tax_cents", "sum"), total=("total_cents", "sum")).reset_index())
     return RunSummary(run.billing_date, "published", result.stats, [
         (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
         for r in totals.itertuples()])
+
+
+PUBLISHED = "published:"  # flexbill_state row per published run id (value: the publish_seq it left)
+
+
+def published_by(conn: Connection, run: Run) -> RunSummary | None:
+    """The summary of D as published, when this very run id published it (None otherwise): a publish task
+    retried after its commit finds its work done instead of failing with "not validated"."""
+    state = schema.flexbill_state
+    if conn.execute(select(state.c.value).where(state.c.name == PUBLISHED + run.run_id)).first() is None:
+        return None
+    row = conn.execute(select(schema.billing_runs).where(schema.billing_runs.c.billing_date == run.billing_date)
+                       ).mappings().first()
+    stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"} if row else {}
+    from .finance_report import invoices_by_location, totals_by_currency  # the report's own sums, per currency
+
+    totals = totals_by_currency(invoices_by_location(conn, run.billing_date))
+    return RunSummary(run.billing_date, "published", stats,
+                      [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals])
 
 
 def record_failure(engine: Engine, d: date, started: datetime, message: str) -> None:

@@ -63,14 +63,30 @@ def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = Non
     names = [c.name for c in table.columns if c.name in frame.columns or c.name in fixed]
     values = [column_values(frame[name], table.c[name].type) if name in frame.columns else [fixed[name]] * n
               for name in names]
-    rows = zip(*values)
     if conn.dialect.name == "postgresql":  # every PostgreSQL write goes through COPY (one path, every test)
-        _copy(conn, table.name, names, rows)
+        _copy(conn, table.name, names, zip(*values))
     else:
-        dicts = [dict(zip(names, r)) for r in rows]
-        for i in range(0, n, BATCH):
-            conn.execute(table.insert(), dicts[i:i + BATCH])
+        _executemany(conn, table, names, values)
     return n
+
+
+def _executemany(conn: Connection, table: Table, names: list[str], values: list[list],
+                 key: list[str] | None = None) -> None:
+    """SQLite: one INSERT (... ON CONFLICT (key) DO UPDATE) executemany of plain tuples on the DB-API cursor, each
+    column's own bind processor applied once per column (SQLAlchemy's executemany builds parameters row by row:
+    5x slower on 200k rows)."""
+    quote = conn.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(n) for n in names)
+    sql = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({', '.join('?' for _ in names)})"
+    if key:
+        updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
+        sql += f" ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {updates}"
+    processors = [table.c[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for n in names]
+    bound = [column if proc is None else [None if v is None else proc(v) for v in column]
+             for proc, column in zip(processors, values)]  # values: one list per column
+    params = list(zip(*bound))
+    for i in range(0, len(params), BATCH * 20):
+        conn.exec_driver_sql(sql, params[i:i + BATCH * 20])
 
 
 NULL_MARK = "<<flexbill:null>>"  # how NULL travels in COPY's CSV: no real value looks like it
@@ -122,8 +138,7 @@ def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
         return
     names = [c.name for c in table.columns if c.name in frame.columns]
     if conn.dialect.name != "postgresql":
-        values = [column_values(frame[name], table.c[name].type) for name in names]
-        upsert(conn, table, [dict(zip(names, r)) for r in zip(*values)], key)
+        _executemany(conn, table, names, [column_values(frame[n], table.c[n].type) for n in names], key)
         return
     temp = f"tmp_{table.name}"
     conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" (LIKE "{table.name}") ON COMMIT DROP'))

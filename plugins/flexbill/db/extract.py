@@ -57,7 +57,7 @@ def _scaled(raw: pd.Series, scale: int) -> tuple[pd.Series, pd.Series]:
     return pd.Series(values, index=raw.index, dtype=object), pd.Series(bad, index=raw.index)
 
 
-def _parse(df: pd.DataFrame, table: Table, columns: list) -> pd.DataFrame:
+def _parse(df: pd.DataFrame, columns: list) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     for column in columns:
         raw = df[column.name]
@@ -111,7 +111,7 @@ def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, w
     # PostgreSQL: COPY and pandas' C reader (integers typed there); SQLite: fetched rows
     raw = dialect.read_frame(conn, stmt, dtypes={c.name: ("Int64" if isinstance(c.type, Integer) else object)
                                                  for c in wanted})
-    df = _parse(raw, table, wanted)
+    df = _parse(raw, wanted)
     when = AS_OF.get(table.name)
     if cutoff is not None and when is not None:
         # a row whose instant is unreadable stays visible: validation quarantines it

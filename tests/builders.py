@@ -46,6 +46,13 @@ class Operator:
                             start_date=start_date, billing_day=billing_day, cancellation_date=cancellation_date,
                             next_invoice_date=next_invoice_date, created_at=created_at)
 
+    def one_contract(self, start_date, contract_id=1):
+        """Location 1, customer 1, plan 1 and one contract of theirs starting on `start_date` (a healthy operator)."""
+        self.location(1)
+        self.customer(1)
+        self.plan(1)
+        return self.contract(contract_id, 1, 1, start_date=start_date)
+
     def event(self, customer_id, occurred_at, action="suspend", source="manual", reason=None, actor="admin@x.io",
               trigger_key=None):
         return self._insert(s.suspension_events, customer_id=customer_id, occurred_at=occurred_at, action=action,

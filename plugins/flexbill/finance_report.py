@@ -151,10 +151,13 @@ def portal_review(conn: Connection, d: date, src: dict | None = None) -> list[di
     frame = report.suspended_with_portal_access(valid["customers"], src["contracts"], suspended, d)
     names = _names(conn, frame["customer_id"].tolist())
     since = _suspended_since(valid["suspension_events"], cutoff)
-    return [{"customer_id": int(r.customer_id), "location_id": int(r.location_id),
-             "full_name": names.get(int(r.customer_id), (None, None))[0],
-             "email": names.get(int(r.customer_id), (None, None))[1], "suspended_since": since.get(int(r.customer_id))}
-            for r in frame.sort_values(["location_id", "customer_id"]).itertuples()]
+    out = []
+    for r in frame.sort_values(["location_id", "customer_id"]).itertuples():
+        cid = int(r.customer_id)
+        full_name, email = names.get(cid, (None, None))
+        out.append({"customer_id": cid, "location_id": int(r.location_id), "full_name": full_name, "email": email,
+                    "suspended_since": since.get(cid)})
+    return out
 
 
 def _names(conn: Connection, ids: list[int], chunk: int = 5000) -> dict:

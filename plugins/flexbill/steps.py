@@ -239,9 +239,12 @@ def clear_staging(conn: Connection, run_id: str, keep_head: bool = False) -> Non
         conn.execute(delete(table).where(table.c.run_id == run_id))
 
 
-def bump_publish_seq(conn: Connection) -> None:
-    """Something a staged run read has changed (a publish, a manual event): runs staged before refuse to publish."""
-    dialect.upsert(conn, schema.flexbill_state, [{"name": "publish_seq", "value": _publish_seq(conn) + 1}], ["name"])
+def bump_publish_seq(conn: Connection) -> int:
+    """Something a staged run read has changed (a publish, a manual event): runs staged before refuse to publish.
+    Returns the new sequence number."""
+    seq = _publish_seq(conn) + 1
+    dialect.upsert(conn, schema.flexbill_state, [{"name": "publish_seq", "value": seq}], ["name"])
+    return seq
 
 
 def _publish_seq(conn: Connection) -> int:
@@ -436,10 +439,9 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
     clear_date(conn, run.billing_date)
     _write(conn, run.billing_date, result, quarantine, report_frame)
     _record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
-    bump_publish_seq(conn)
+    seq = bump_publish_seq(conn)
     if memo is None or not memo.in_process:  # a task that may be retried after this commit (not `flexbill run`)
-        dialect.upsert(conn, schema.flexbill_state, [{"name": PUBLISHED + run.run_id, "value": _publish_seq(conn)}],
-                       ["name"])
+        dialect.upsert(conn, schema.flexbill_state, [{"name": PUBLISHED + run.run_id, "value": seq}], ["name"])
     clear_staging(conn, run.run_id)
     # other runs of D (abandoned or racing) staged before this publish, so they can never publish: their staged
     # rows go; their head row stays, so their own publish refuses with "stale", as it would have

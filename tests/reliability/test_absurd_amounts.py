@@ -23,10 +23,7 @@ def _world(url, price, quantity):
     engine = make_engine(url)
     init_db(engine)
     op = Operator(engine)
-    op.location(1)
-    op.customer(1)
-    op.plan(1)
-    op.contract(1, 1, 1, start_date=D)
+    op.one_contract(D)
     op.customer(2)
     op.contract(2, 2, 1, start_date=D, price=price, quantity=quantity)
     return engine, op

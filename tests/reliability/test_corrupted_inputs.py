@@ -361,18 +361,21 @@ def _observe(engine, w: World) -> None:
     w.invoices = {r["invoice_id"]: r["tax"] for r in op.rows(s.invoices)}
 
 
-def _build_world(dialect: str, folder, stack) -> World:
+def loosened_database(dialect: str, folder, stack: contextlib.ExitStack):
+    """A new database of the dialect with flexbill's schema as loosen() leaves it; dropped when `stack` closes."""
     dbs = Databases(dialect, folder)
     stack.callback(dbs.close)
     engine = make_engine(dbs.empty())
     stack.callback(engine.dispose)
     init_db(engine)
     loosen(engine)
+    return engine
+
+
+def _build_world(dialect: str, folder, stack) -> World:
+    engine = loosened_database(dialect, folder, stack)
     op = Operator(engine)
-    op.location(1)
-    op.customer(1)
-    op.plan(1)
-    op.contract(1, 1, 1, start_date=D)  # the healthy contract, invoiced on D
+    op.one_contract(D)  # the healthy contract, invoiced on D
     w = World({})
     for i, kind in enumerate(CASES):
         if dialect in ONLY.get(kind, DIALECTS):

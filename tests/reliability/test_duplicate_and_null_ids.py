@@ -15,8 +15,7 @@ from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.steps import run_billing_date
 from tests.builders import T0, Operator
-from tests.reliability.test_corrupted_inputs import loosen
-from tests.reliability.world import Databases
+from tests.reliability.test_corrupted_inputs import loosen, loosened_database
 
 D = date(2024, 3, 1)
 
@@ -42,17 +41,9 @@ CASES = {
 @pytest.mark.parametrize("kind", list(CASES))
 def test_a_bad_id_is_quarantined_and_the_rest_billed(dialect, kind):
     with contextlib.ExitStack() as stack:
-        dbs = Databases(dialect, Path(tempfile.mkdtemp()))
-        stack.callback(dbs.close)
-        engine = make_engine(dbs.empty())
-        stack.callback(engine.dispose)
-        init_db(engine)
-        loosen(engine)
+        engine = loosened_database(dialect, Path(tempfile.mkdtemp()), stack)
         op = Operator(engine)
-        op.location(1)
-        op.customer(1)
-        op.plan(1)
-        op.contract(1, 1, 1, start_date=D)
+        op.one_contract(D)
         CASES[kind](op)
         run_billing_date(engine, D)
         billed = {l["contract_id"] for l in op.lines(D)}
@@ -76,10 +67,7 @@ def test_a_repeated_id_is_found_even_when_one_copy_was_validated_before(tmp_path
     init_db(engine)
     loosen(engine)
     op = Operator(engine)
-    op.location(1)
-    op.customer(1)
-    op.plan(1)
-    op.contract(7, 1, 1, start_date=D)
+    op.one_contract(D, contract_id=7)
     with engine.connect() as conn:
         validation.prime(extract.snapshot(conn, cutoff_of(D)))  # contract 7's verdict is now cached
     op.customer(2)

@@ -137,13 +137,14 @@ def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
     if len(frame) == 0:
         return
     names = [c.name for c in table.columns if c.name in frame.columns]
+    values = [column_values(frame[n], table.c[n].type) for n in names]
     if conn.dialect.name != "postgresql":
-        _executemany(conn, table, names, [column_values(frame[n], table.c[n].type) for n in names], key)
+        _executemany(conn, table, names, values, key)
         return
     temp = f"tmp_{table.name}"
     conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" (LIKE "{table.name}") ON COMMIT DROP'))
     conn.execute(text(f'TRUNCATE "{temp}"'))
-    _copy(conn, temp, names, zip(*[column_values(frame[n], table.c[n].type) for n in names]))
+    _copy(conn, temp, names, zip(*values))
     columns = ", ".join(f'"{n}"' for n in names)
     updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in key)
     keys = ", ".join(f'"{k}"' for k in key)

@@ -1,16 +1,18 @@
--- rewind_ledger: before a billing date's lines are replaced, move each affected
--- contract's cursor back to the first period those lines held
--- | reads invoice_lines, invoices | writes contract_ledger
+-- rewind_ledger: before a billing date's invoices are published again, move each
+-- contract's cursor back to the first period its live lines on that date held (a
+-- draft replaced or a finalized invoice credited makes them owed again; the
+-- publish moves the cursors of what it bills forward)
+-- | reads billed_periods, invoices | writes contract_ledger
 update contract_ledger
 set billed_before = d.first_start
 from (
     select
-        l.contract_id,
-        min(l.period_start) as first_start
-    from invoice_lines as l
-    inner join invoices as i on i.invoice_id = l.invoice_id
+        b.contract_id,
+        min(b.period_start) as first_start
+    from billed_periods as b
+    inner join invoices as i on i.invoice_id = b.invoice_id
     where i.billing_date = :billing_date
-    group by l.contract_id
+    group by b.contract_id
 ) as d
 where
     d.contract_id = contract_ledger.contract_id

@@ -1,11 +1,11 @@
--- window_lines: existing lines of the contracts due on D, from each
--- contract's window start (its ledger cursor) on
--- | reads invoice_lines, invoices, flexbill_due (temporary)
+-- window_lines: live lines (on invoices that are not credited) of the contracts due
+-- on D, from each contract's window start (its ledger cursor) on
+-- | reads billed_periods, invoices, flexbill_due (temporary)
 select
-    l.contract_id,
-    l.period_start,
+    b.contract_id,
+    b.period_start,
     i.billing_date
 from flexbill_due as d
-inner join invoice_lines as l
-    on l.contract_id = d.contract_id and l.period_start >= d.lo
-inner join invoices as i on i.invoice_id = l.invoice_id
+inner join billed_periods as b
+    on b.contract_id = d.contract_id and b.period_start >= d.lo
+inner join invoices as i on i.invoice_id = b.invoice_id

@@ -31,11 +31,11 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import pandas as pd
-from sqlalchemy import Column, Date, Integer, MetaData, Table, bindparam, delete, select, update
+from sqlalchemy import Column, Date, Integer, MetaData, Table, bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import billing, report, rules, validation
+from . import billing, invoicing, report, rules, validation
 from .db import dialect, extract, schema
 from .db.connect import redact, require_schema
 from .errors import DatabaseError, FlexbillError, OutputRejected
@@ -63,6 +63,9 @@ class RunSummary:
     stats: dict = field(default_factory=dict)
     totals: list = field(default_factory=list)  # (currency, invoices, subtotal, tax, total)
     seconds: float = 0.0
+    corrections: invoicing.Corrections | None = None  # drafts written, finalized kept, credit notes, corrective
+    finalized: invoicing.Finalized | None = None  # the grace-period finalization that followed the publish
+    preview: bool = False  # a dry run: computed, then rolled back
 
 
 def _pause(point: str) -> None:
@@ -77,11 +80,10 @@ def _dated(stmt, **types):
 
 
 def clear_date(conn: Connection, d: date) -> None:
-    """Rewind the ledger for D's lines and delete D's outputs (inside publish's transaction)."""
+    """Rewind the ledger for D's live lines and delete what a rerun of D replaces (inside publish's transaction):
+    D's drafts, skips, quarantine and report.  Finalized and credited invoices stay (see invoicing.write_date)."""
     conn.execute(_dated(dialect.sql("rewind_ledger"), billing_date=Date()), {"billing_date": d})
-    ids = select(schema.invoices.c.invoice_id).where(schema.invoices.c.billing_date == d)
-    conn.execute(delete(schema.invoice_lines).where(schema.invoice_lines.c.invoice_id.in_(ids)))
-    conn.execute(delete(schema.invoices).where(schema.invoices.c.billing_date == d))
+    invoicing.delete_drafts(conn, d)
     conn.execute(delete(schema.skipped_contracts).where(schema.skipped_contracts.c.billing_date == d))
     conn.execute(delete(schema.quarantine).where(schema.quarantine.c.billing_date == d))
     conn.execute(delete(schema.active_user_report).where(schema.active_user_report.c.report_date == d))
@@ -134,7 +136,13 @@ def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None,
         new = new[new["customer_id"] == customer_id]
     if source is not None:
         new = new[new["source"] == source]
-    appended = dialect.insert_ignoring_conflicts(conn, schema.suspension_events, _events_rows(new), "trigger_key")
+    rows = _events_rows(new)
+    if memo is not None and memo.preview and rows:
+        # a dry run rolls back: ids given here leave PostgreSQL's sequence where it was (the next real event
+        # gets the id it would have had); they order after every event, as the sequence's would
+        top = int(conn.execute(select(func.coalesce(func.max(e.c.id), 0))).scalar())
+        rows = [{**r, "id": top + n} for n, r in enumerate(rows, start=1)]
+    appended = dialect.insert_ignoring_conflicts(conn, schema.suspension_events, rows, "trigger_key")
     events = valid["suspension_events"]
     if not new.empty:
         top = int(events["id"].max()) if len(events) else 0
@@ -148,17 +156,15 @@ def _money(frame: pd.DataFrame, **columns: str) -> pd.DataFrame:
 
 
 def _write(conn: Connection, d: date, result: billing.DateResult, quarantine: pd.DataFrame,
-           report_frame: pd.DataFrame) -> None:
+           report_frame: pd.DataFrame) -> invoicing.Corrections:
     """D's outputs, from the validated staging (amounts in cents), into the output tables."""
-    dialect.insert_frame(conn, schema.invoices, _money(result.invoices, subtotal="subtotal_cents", tax="tax_cents",
-                                                        total="total_cents"), {"billing_date": d})
-    dialect.insert_frame(conn, schema.invoice_lines, _money(result.lines, unit_price="unit_cents",
-                                                             amount="amount_cents"))
+    corrections = invoicing.write_date(conn, d, result.invoices, result.lines, utcnow())
     _pause("mid_write")
     dialect.insert_frame(conn, schema.skipped_contracts, _money(result.skipped, owed_amount="owed_cents"))
     dialect.insert_frame(conn, schema.quarantine, quarantine, {"billing_date": d})
     dialect.insert_frame(conn, schema.active_user_report, report_frame)
     dialect.upsert_frame(conn, schema.contract_ledger, result.ledger, ["contract_id"])
+    return corrections
 
 
 def _record_run(conn: Connection, d: date, status: str, started: datetime, stats: dict, message: str | None) -> None:
@@ -196,9 +202,10 @@ class Memo(dict):
     uncommitted rows, and publish would delete them in the same transaction.
     """
 
-    def __init__(self, *args, in_process: bool = False, **kwargs) -> None:
+    def __init__(self, *args, in_process: bool = False, preview: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.in_process = in_process
+        self.preview = preview  # a dry run: everything happens in a transaction that is rolled back
 
 
 def _stage(conn: Connection, table: Table, run: Run, frame: pd.DataFrame, location_id: int | None = None,
@@ -437,7 +444,7 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
                             "rerun the date (clear the whole DAG run)")
     result, report_frame, quarantine = staged_outputs(conn, run, memo)
     clear_date(conn, run.billing_date)
-    _write(conn, run.billing_date, result, quarantine, report_frame)
+    corrections = _write(conn, run.billing_date, result, quarantine, report_frame)
     _record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
     seq = bump_publish_seq(conn)
     if memo is None or not memo.in_process:  # a task that may be retried after this commit (not `flexbill run`)
@@ -453,7 +460,7 @@ def publish(conn: Connection, run: Run, memo: Memo | None = None) -> RunSummary:
                    tax=("tax_cents", "sum"), total=("total_cents", "sum")).reset_index())
     return RunSummary(run.billing_date, "published", result.stats, [
         (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
-        for r in totals.itertuples()])
+        for r in totals.itertuples()], corrections=corrections)
 
 
 PUBLISHED = "published:"  # flexbill_state row per published run id (value: the publish_seq it left)
@@ -502,14 +509,21 @@ def _release(memo: Memo) -> None:
 
 
 def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
-                     on_step: Callable[[str, float], None] | None = None) -> RunSummary:
-    """Every step for date D in one transaction holding the run lock (the `flexbill run` path).
+                     on_step: Callable[[str, float], None] | None = None,
+                     preview: Callable[[Connection, RunSummary], object] | None = None) -> RunSummary:
+    """Every step for date D in one transaction holding the run lock (the `flexbill run` path), then the
+    grace-period finalization (FLEXBILL_GRACE_DAYS) in the same transaction.
 
-    `on_step(name, seconds)` is called after each step (the benchmark's profile measures memory there)."""
+    `on_step(name, seconds)` is called after each step (the benchmark's profile measures memory there).
+    `preview(conn, summary)` makes it a dry run: everything is computed and written exactly as a run would,
+    `preview` is called on the open transaction (it reads what the run would publish: the report page), then
+    the transaction is rolled back, so the database is left as it was.  A blocked preview raises OutputRejected
+    after `preview` saw the blocked date."""
     require_schema(engine)
+    invoicing.grace_days()  # a malformed FLEXBILL_GRACE_DAYS fails before anything runs
     started = utcnow()
     t0 = time.perf_counter()
-    run, memo = Run.new(d), Memo(in_process=True)
+    run, memo = Run.new(d), Memo(in_process=True, preview=preview is not None)
 
     def step(name: str, fn: Callable, *args):
         t = time.perf_counter()
@@ -519,27 +533,47 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
         return out
 
     try:
-        with engine.begin() as conn:
-            dialect.lock_for_run(conn)
-            _pause("locked")
-            step("extract_snapshot", extract_snapshot, conn, run, memo)
-            for rule in RULES:
-                step(f"apply_rule {rule}", apply_rule, conn, run, rule, memo)
-            _pause("after_rules")
-            # the DAG maps these three over locations; here one pass covers every location (None)
-            step("owed_periods", owed_periods, conn, run, None, memo)
-            step("suspension_filter", suspension_filter, conn, run, None, memo)
-            step("build_invoices", build_invoices, conn, run, None, memo)
-            step("active_user_report", active_user_report, conn, run, memo)
-            _release(memo)
-            step("validate_output", validate_output, conn, run, memo, tamper)
-            summary = step("publish", publish, conn, run, memo)
-            _pause("before_commit")
-            t = time.perf_counter()
-        if on_step is not None:
-            on_step("commit", time.perf_counter() - t)
+        with engine.connect() as conn:
+            tx = conn.begin()
+            try:
+                dialect.lock_for_run(conn)
+                _pause("locked")
+                step("extract_snapshot", extract_snapshot, conn, run, memo)
+                for rule in RULES:
+                    step(f"apply_rule {rule}", apply_rule, conn, run, rule, memo)
+                _pause("after_rules")
+                # the DAG maps these three over locations; here one pass covers every location (None)
+                step("owed_periods", owed_periods, conn, run, None, memo)
+                step("suspension_filter", suspension_filter, conn, run, None, memo)
+                step("build_invoices", build_invoices, conn, run, None, memo)
+                step("active_user_report", active_user_report, conn, run, memo)
+                _release(memo)
+                try:
+                    step("validate_output", validate_output, conn, run, memo, tamper)
+                except OutputRejected as exc:
+                    if preview is None:
+                        raise
+                    _record_run(conn, d, "failed", started, {}, str(exc))
+                    preview(conn, RunSummary(d, "blocked", preview=True))
+                    raise OutputRejected(f"preview of {d} (nothing was written): {exc}") from None
+                summary = step("publish", publish, conn, run, memo)
+                summary.finalized = step("finalize", invoicing.auto_finalize, conn, d, utcnow())
+                _pause("before_commit")
+                if preview is not None:
+                    summary.preview = True
+                    preview(conn, summary)
+                    tx.rollback()
+                else:
+                    t = time.perf_counter()
+                    tx.commit()
+                    if on_step is not None:
+                        on_step("commit", time.perf_counter() - t)
+            finally:
+                if tx.is_active:
+                    tx.rollback()
     except OutputRejected as exc:
-        record_failure(engine, d, started, str(exc))
+        if preview is None:
+            record_failure(engine, d, started, str(exc))
         raise
     except (OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]

@@ -108,7 +108,13 @@ def require_schema(engine: Engine) -> None:
 
 def init_db(engine: Engine) -> list[str]:
     """Create every table that is missing (idempotent); returns the tables created."""
+    from . import dialect, migrate
+
     check_reachable(engine)
     before = set(inspect(engine).get_table_names())
-    schema.metadata.create_all(engine)
+    with engine.begin() as conn:
+        dialect.lock_for_run(conn)
+        migrate.upgrade(conn)  # a database of flexbill < 0.2 (invoices without a lifecycle)
+        schema.metadata.create_all(conn)
+        dialect.install_triggers(conn)
     return [t.name for t in schema.metadata.sorted_tables if t.name not in before]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime as datetime_type
 from pathlib import Path
 
-from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, text
+from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -20,6 +20,34 @@ SQL_DIR = Path(__file__).resolve().parents[3] / "include" / "sql"
 def sql(name: str):
     """A statement from include/sql/<name>.sql, values bound by name (never formatted in)."""
     return text((SQL_DIR / f"{name}.sql").read_text())
+
+
+def statements(name: str, dialect_name: str) -> list[str]:
+    """The statements of include/sql/<name>.<dialect>.sql, one string each (for DDL run by init-db)."""
+    source = (SQL_DIR / f"{name}.{dialect_name}.sql").read_text()
+    if dialect_name == "postgresql":
+        return [source]  # one simple-protocol call runs them all, function bodies ($$ ... $$) included
+    import sqlite3
+
+    out, pending = [], ""
+    for line in source.splitlines(keepends=True):
+        if not pending and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):  # a trigger's body holds ';' too: wait for its END;
+            out.append(pending.strip())
+            pending = ""
+    return out
+
+
+def install_triggers(conn: Connection) -> None:
+    """The lifecycle triggers (include/sql/lifecycle.<dialect>.sql): finalized invoices, their lines and credit
+    notes never change; billed_periods keeps one row per live (contract, period). Idempotent."""
+    for statement in statements("lifecycle", conn.dialect.name):
+        if conn.dialect.name == "postgresql":  # no parameters: plpgsql's '%' placeholders reach the server as is
+            conn.connection.dbapi_connection.cursor().execute(statement)
+        else:
+            conn.exec_driver_sql(statement)
 
 
 def lock_for_run(conn: Connection) -> None:
@@ -181,3 +209,42 @@ def upsert(conn: Connection, table: Table, rows: list[dict], key: list[str]) -> 
         index_elements=key, set_={c: base.excluded[c] for c in rows[0] if c not in key})
     for i in range(0, len(rows), BATCH):
         conn.execute(stmt, rows[i:i + BATCH])
+
+
+def update_frame(conn: Connection, table: Table, frame, key: str, fixed: dict | None = None) -> int:
+    """UPDATE `table` SET (the frame's other columns, `fixed` values) WHERE key = the frame's key, one row per
+    frame row; on PostgreSQL through a COPY into a temporary table and one UPDATE ... FROM. Returns the count."""
+    fixed = fixed or {}
+    if len(frame) == 0:
+        return 0
+    names = [c.name for c in table.columns if c.name in frame.columns]
+    values = [column_values(frame[n], table.c[n].type) for n in names]
+    others = [n for n in names if n != key]
+    if conn.dialect.name == "postgresql":
+        temp = f"tmp_update_{table.name}"
+        columns = ", ".join(f'"{n}"' for n in names)
+        conn.execute(text(f'DROP TABLE IF EXISTS "{temp}"'))  # its columns are this call's
+        conn.execute(text(f'CREATE TEMPORARY TABLE "{temp}" ON COMMIT DROP AS '
+                          f'SELECT {columns} FROM "{table.name}" WITH NO DATA'))
+        _copy(conn, temp, names, zip(*values))
+        sets = [f'"{n}" = t."{n}"' for n in others] + [f'"{n}" = :{n}' for n in fixed]
+        stmt = text(f'UPDATE "{table.name}" AS u SET {", ".join(sets)} FROM "{temp}" AS t '
+                    f'WHERE u."{key}" = t."{key}"')
+        conn.execute(stmt.bindparams(*(bindparam(n, type_=table.c[n].type) for n in fixed)), fixed)
+        return len(frame)
+    quote = conn.dialect.identifier_preparer.quote
+    sets = ", ".join(f"{quote(n)} = ?" for n in [*others, *fixed])
+    sql = f"UPDATE {quote(table.name)} SET {sets} WHERE {quote(key)} = ?"
+    processors = {n: table.c[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                  for n in [*names, *fixed]}
+
+    def bound(n, v):
+        return v if v is None or processors[n] is None else processors[n](v)
+
+    by_name = dict(zip(names, values))
+    fixed_bound = [bound(n, v) for n, v in fixed.items()]
+    params = [tuple(bound(n, by_name[n][i]) for n in others) + tuple(fixed_bound) + (bound(key, by_name[key][i]),)
+              for i in range(len(frame))]
+    for i in range(0, len(params), BATCH * 20):
+        conn.exec_driver_sql(sql, params[i:i + BATCH * 20])
+    return len(frame)

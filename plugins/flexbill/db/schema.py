@@ -3,9 +3,11 @@
 Source tables carry the contract's types, NOT NULL and primary keys, but no CHECK
 and no FOREIGN KEY: operators point flexbill at billing databases it did not
 create, so bad rows are caught by the pipeline (quarantine), not by the database.
-Output tables carry every key the contract names; the unique key on
-invoice_lines (contract_id, period_start) makes double billing an error the
-database refuses.
+Output tables carry every key the contract names.  Invoices follow a lifecycle
+(draft -> finalized -> credited): the primary key of `billed_periods` (one row per
+(contract, period) billed on an invoice that is not credited, kept by triggers, see
+include/sql/lifecycle.*.sql) makes double billing an error the database refuses, and
+triggers refuse any change to a finalized invoice, its lines or a credit note.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CHAR,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -123,6 +126,8 @@ SOURCE_TABLES = (
 )
 
 # ---------------------------------------------------------------- output tables
+INVOICE_STATUSES = ("draft", "finalized", "credited")
+
 invoices = Table(
     "invoices", metadata,
     Column("invoice_id", Text, primary_key=True),
@@ -133,10 +138,21 @@ invoices = Table(
     Column("subtotal", Money, nullable=False),
     Column("tax", Money, nullable=False),
     Column("total", Money, nullable=False),
-    UniqueConstraint("customer_id", "billing_date", name="uq_invoices_customer_date"),
+    # the lifecycle (contract v2): a run writes drafts; finalization numbers them; a correction credits them
+    Column("status", Text, nullable=False, server_default=text("'draft'")),
+    Column("number", Text, unique=True),  # <location_id>-<seq, 6 digits>, null while draft
+    Column("finalized_at", Stamp),
+    Column("finalized_by", Text),  # `grace`, `correction` or the actor of `flexbill finalize`
+    Column("corrects", Text),  # the credited invoice this corrective invoice replaces
+    CheckConstraint("status in ('draft', 'finalized', 'credited')", name="ck_invoices_status"),
+    CheckConstraint("(status = 'draft') = (number is null)", name="ck_invoices_number"),
+    # one live (not credited) invoice per customer per billing date; credited ones stay beside their correction
+    Index("uq_invoices_live_customer_date", "customer_id", "billing_date", unique=True,
+          postgresql_where=text("status <> 'credited'"), sqlite_where=text("status <> 'credited'")),
     Index("ix_invoices_billing_date", "billing_date"),
 )
 
+# Lines are never updated; those of a finalized or credited invoice are never deleted either (triggers).
 invoice_lines = Table(
     "invoice_lines", metadata,
     Column("invoice_id", Text, ForeignKey("invoices.invoice_id", ondelete="CASCADE"), nullable=False),
@@ -147,8 +163,47 @@ invoice_lines = Table(
     Column("unit_price", Numeric(12, 2, asdecimal=True), nullable=False),
     Column("amount", Money, nullable=False),
     Column("prorated", Boolean, nullable=False),
-    UniqueConstraint("contract_id", "period_start", name="uq_invoice_lines_contract_period"),
-    Index("ix_invoice_lines_invoice", "invoice_id"),
+    UniqueConstraint("invoice_id", "contract_id", "period_start", name="uq_invoice_lines_invoice_period"),
+)
+
+# The live lines: one row per (contract, period) billed on an invoice that is not credited.  Written only by
+# triggers (a line inserted adds its row; its invoice credited, or the draft line deleted, removes it), so its
+# primary key is the database's own refusal of a period billed twice.
+billed_periods = Table(
+    "billed_periods", metadata,
+    Column("contract_id", Integer, nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("invoice_id", Text, ForeignKey("invoices.invoice_id", ondelete="CASCADE"), nullable=False),
+    PrimaryKeyConstraint("contract_id", "period_start", name="pk_billed_periods"),
+    Index("ix_billed_periods_invoice", "invoice_id"),
+)
+
+# A credit note cancels one finalized invoice in full; it is never updated or deleted (triggers).
+credit_notes = Table(
+    "credit_notes", metadata,
+    Column("credit_note_id", Text, primary_key=True),
+    Column("number", Text, nullable=False, unique=True),  # <location_id>-C<seq, 6 digits>
+    Column("invoice_id", Text, ForeignKey("invoices.invoice_id"), nullable=False, unique=True),
+    Column("customer_id", Integer, nullable=False),
+    Column("location_id", Integer, nullable=False),
+    Column("billing_date", Date, nullable=False),  # of the credited invoice
+    Column("issued_at", Stamp, nullable=False),
+    Column("currency", CHAR(3), nullable=False),
+    Column("subtotal", Money, nullable=False),
+    Column("tax", Money, nullable=False),
+    Column("total", Money, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_credit_notes_billing_date", "billing_date"),
+)
+
+# The last number used in each location's series (`invoice`, `credit_note`): moved in the transaction that
+# uses the numbers, under the run lock, so the series are gapless and never reuse a number.
+number_series = Table(
+    "number_series", metadata,
+    Column("location_id", Integer, nullable=False),
+    Column("series", Text, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("location_id", "series"),
 )
 
 skipped_contracts = Table(
@@ -218,8 +273,8 @@ contract_ledger = Table(
 )
 
 OUTPUT_TABLES = (
-    invoices, invoice_lines, skipped_contracts, active_user_report, quarantine,
-    billing_runs, contract_ledger,
+    invoices, invoice_lines, billed_periods, credit_notes, number_series, skipped_contracts, active_user_report,
+    quarantine, billing_runs, contract_ledger,
 )
 
 # ---------------------------------------------------------------- staging (write-audit-publish)

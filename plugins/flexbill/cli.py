@@ -57,12 +57,43 @@ def _fail(message: str) -> None:
 
 def _print_run(summary) -> None:
     s = summary.stats
-    out.print(f"{summary.billing_date}: published {s['invoices']} invoices ({s['lines']} lines, "
+    mark = "PREVIEW (nothing was written) " if summary.preview else ""
+    verb = "would publish" if summary.preview else "published"
+    out.print(f"{mark}{summary.billing_date}: {verb} {s['invoices']} invoices ({s['lines']} lines, "
               f"{s['back_billed_lines']} back-billed), skipped {s['contracts_skipped']} contracts, "
               f"quarantined {s['quarantined_rows']} rows, {s['events_appended']} rule events "
               f"[{summary.seconds:.2f}s]", highlight=False)
     for currency, n, subtotal, tax, total in summary.totals:
         out.print(f"  {currency}: {n} invoices, subtotal {subtotal}, tax {tax}, total {total}", highlight=False)
+    _print_lifecycle(summary.corrections, summary.finalized, summary.preview)
+
+
+def _print_lifecycle(corrections, finalized, preview: bool = False) -> None:
+    would = "would be " if preview else ""
+    if corrections is not None:
+        if corrections.kept:
+            out.print(f"  {corrections.kept} finalized invoices unchanged by this rerun (kept as they are)",
+                      highlight=False)
+        for note, credited, total in corrections.credit_notes:
+            out.print(f"  credit note {note} {would}issued for invoice {credited} ({total})", highlight=False)
+        for number, replaced, total in corrections.corrective:
+            out.print(f"  corrective invoice {number} {would}finalized, replacing {replaced} ({total})",
+                      highlight=False)
+    if finalized is not None:
+        _print_finalized(finalized, preview)
+
+
+def _print_finalized(finalized, preview: bool = False) -> None:
+    would = "would be " if preview else ""
+    if finalized.count:
+        ranges = ", ".join(f"{first}..{last}" if first != last else first
+                           for first, last in finalized.numbers.values())
+        dates = finalized.dates
+        span = str(dates[0]) if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
+        out.print(f"  {finalized.count} invoices {would}finalized by {finalized.actor} (dates {span}): {ranges}",
+                  highlight=False)
+    for d in finalized.waiting:
+        out.print(f"  drafts of {d} wait: its latest run did not publish (rerun it, then finalize)", highlight=False)
 
 
 @app.command("init-db")
@@ -81,13 +112,21 @@ def init_db(db: Optional[str] = DbOption) -> None:
 def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD): bills what is owed on D, "
                                   "as the world was at D+1 00:00 UTC."),
         db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
-        gx_dir: Optional[str] = GxOption) -> None:
-    """Run billing for one date. Rerunning a date replaces its outputs with the same result."""
+        gx_dir: Optional[str] = GxOption,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Preview: compute D exactly as a run would (rules, "
+                                     "owed periods, filter, invoices, both gates), print it and write the report "
+                                     "page under <out>/<D>/preview/, and write nothing to the database.")) -> None:
+    """Run billing for one date. A rerun replaces the date's drafts; a finalized invoice it would change is
+    credited and replaced by a corrective invoice. Invoices up to D minus FLEXBILL_GRACE_DAYS (default 0) are
+    finalized after the run."""
     from .errors import OutputRejected
     from .steps import run_billing_date
 
     d = parse_date(date_, "--date")
     engine = _engine(db)
+    if dry_run:
+        _preview(engine, d, report, out_dir, gx_dir)
+        return
     try:
         summary = run_billing_date(engine, d)
     except OutputRejected as exc:
@@ -98,6 +137,34 @@ def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-D
     _print_run(summary)
     if report:
         _write_report(engine, d, out_dir, gx_dir, after="was published")
+
+
+def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Optional[str]) -> None:
+    """`run --dry-run`: the run in a transaction that is rolled back; the page is written from inside it."""
+    from .errors import OutputRejected
+    from .finance_report import write_report
+    from .steps import run_billing_date
+
+    pages = []
+
+    def page(conn, summary) -> None:
+        if report:
+            try:
+                pages.append(write_report(engine, d, out_dir, gx_dir, conn=conn, preview=True))
+            except FlexbillError:
+                raise
+            except Exception as exc:  # the preview stands; say what failed
+                raise FlexbillError(f"the preview of {d} was computed, but its report page failed: "
+                                    f"{type(exc).__name__}: {exc}") from None
+
+    try:
+        summary = run_billing_date(engine, d, preview=page)
+    except OutputRejected as exc:
+        where = f" The preview's data-quality report is {pages[0]}" if pages else ""
+        raise OutputRejected(f"{exc}{where}") from None
+    _print_run(summary)
+    if pages:
+        out.print(f"preview data-quality report: {pages[0]}", highlight=False, soft_wrap=True)
 
 
 def _write_report(engine, d: date, out_dir: Optional[str], gx_dir: Optional[str], after: str):
@@ -153,6 +220,88 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
     out.print(f"backfilled {len(summaries)} dates {first}..{last}: {invoices} invoices", highlight=False)
     if report:  # the last date's report charts the range; `flexbill report --date` writes any other date's
         _write_report(engine, last, out_dir, gx_dir, after="was published")
+
+
+@app.command()
+def finalize(through: str = typer.Option(..., "--through", help="Finalize every draft with a billing date on or "
+                                         "before this date (YYYY-MM-DD)."),
+             actor: str = typer.Option(..., "--actor", help="Who approves the invoices (an e-mail), kept on each "
+                                       "invoice as finalized_by."),
+             db: Optional[str] = DbOption) -> None:
+    """Finalize (approve) drafts: number them from each location's gapless series, oldest date first, then by
+    customer. A finalized invoice never changes; a later data fix is corrected by a credit note."""
+    from .db.connect import require_schema
+    from .db import dialect
+    from .invoicing import finalize as run_finalize
+    from .steps import utcnow
+
+    d = parse_date(through, "--through")
+    engine = _engine(db)
+    require_schema(engine)
+    with engine.begin() as conn:
+        dialect.lock_for_run(conn)
+        done = run_finalize(conn, d, actor, utcnow())
+    if done.count == 0:
+        out.print(f"nothing to finalize through {d}: no draft invoice on or before it", highlight=False)
+        return
+    _print_finalized(done)
+
+
+@app.command()
+def explain(contract: int = typer.Option(..., "--contract", help="Contract id."),
+            date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD) that has run."),
+            as_json: bool = typer.Option(False, "--json", help="Print the stable JSON form (see the README)."),
+            db: Optional[str] = DbOption) -> None:
+    """Why a contract was or was not billed on D: each period up to D with the invoice that billed it, or why not
+    (suspended since when and by which event, archived, quarantined, before next_invoice_date, billed on another
+    date, credited). Reads only."""
+    import json
+
+    from .db.connect import require_schema
+    from .explain import explain as run_explain
+
+    d = parse_date(date_, "--date")
+    engine = _engine(db)
+    require_schema(engine)
+    result = run_explain(engine, contract, d)
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
+        return
+    _print_explanation(result)
+
+
+def _print_explanation(x) -> None:
+    from rich.table import Table as RichTable
+
+    out.print(f"[bold]contract {x.contract_id} on {x.billing_date}[/]: {x.summary}", highlight=False)
+    terms = [f"customer {x.customer_id}", f"plan {x.plan_id}", f"location {x.location_id}", f"starts {x.start_date}"]
+    if x.next_invoice_date:
+        terms.append(f"next_invoice_date {x.next_invoice_date}")
+    if x.cancellation_date:
+        terms.append(f"cancelled from {x.cancellation_date}")
+    out.print("  " + ", ".join(terms), highlight=False)
+    c = x.customer
+    if c["archived"]:
+        out.print(f"  customer archived at {c['archived_at']} UTC", highlight=False)
+    if c["suspended"]:
+        sp = c["suspension"]
+        out.print(f"  customer suspended since {sp['since']} UTC by event {sp['event_id']} (source {sp['source']}"
+                  f"{', actor ' + sp['actor'] if sp['actor'] else ''}{', reason: ' + sp['reason'] if sp['reason'] else ''})",
+                  highlight=False)
+    for q in x.quarantine:
+        out.print(f"  quarantined on {x.billing_date}: {q['source_table']} {q['row_id']}: {q['reason']}",
+                  highlight=False)
+    table = RichTable(title="periods up to the date", title_justify="left", show_lines=False)
+    for name in ("period", "amount", "state", "invoice", "why"):
+        table.add_column(name, overflow="fold")
+    for p in x.periods:
+        invoice = p.invoice_number or (f"draft {p.invoice_id}" if p.invoice_id else "")
+        table.add_row(f"{p.period_start} .. {p.period_end}", p.amount or "", p.state, invoice, p.why)
+    if not x.periods:
+        table.add_row("", "", "", "", "no period starts on or before this date")
+    out.print(table)
+    if x.next_period:
+        out.print(f"  next: {x.next_period['why']}", highlight=False)
 
 
 def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str]):

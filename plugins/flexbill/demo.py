@@ -154,6 +154,7 @@ def _add_bad_rows(rows: dict, plan_id: int, contract_id: int, customers: int, ev
     lisbon, london = by_location[1], by_location[2]  # plans 1..7 are Lisbon's, 8..14 London's
     bad = [
         dict(customer_id=london[0], plan_id=plan_id + 1, quantity=1, billing_day=None, start=first),  # quarantined plan
+        dict(customer_id=london[0], plan_id=8, quantity=1, billing_day=None, start=first),  # (a good one beside it)
         dict(customer_id=lisbon[0], plan_id=1, quantity=0, billing_day=None, start=first),  # zero quantity
         dict(customer_id=lisbon[1], plan_id=2, quantity=1, billing_day=31, start=first),  # billing day out of range
         dict(customer_id=lisbon[2], plan_id=4, quantity=1, billing_day=5, start=first),  # billing day on a weekly plan
@@ -173,11 +174,40 @@ def _add_bad_rows(rows: dict, plan_id: int, contract_id: int, customers: int, ev
                                           trigger_key=None))
 
 
+BAD_PRICE_PLAN = "Legacy desk (bad price)"
+FIXED_PRICE = Decimal("95.00")
+FINANCE = "finance@operator.example"
+
+
+def correct_bad_plan(engine, last: date, console: Console) -> list[date]:
+    """The demo's data fix: the quarantined plan gets its real price and the dates its contract owed on are rerun.
+    Their finalized invoices are credited and replaced by corrective invoices; returns the dates rerun."""
+    from sqlalchemy import select, update
+
+    from . import periods as P
+    from .steps import run_billing_date
+
+    with engine.begin() as conn:
+        plan_id, price = conn.execute(select(s.plans.c.id, s.plans.c.price)
+                                      .where(s.plans.c.name == BAD_PRICE_PLAN)).one()
+        starts = sorted({d for (d,) in conn.execute(select(s.contracts.c.start_date)
+                                                    .where(s.contracts.c.plan_id == plan_id)).all()})
+        conn.execute(update(s.plans).where(s.plans.c.id == plan_id).values(price=FIXED_PRICE))
+    dates = sorted({p.start for start in starts for p in P.periods(P.Terms(start_date=start), last)})
+    console.print(f"\n[bold]A data fix[/]: plan {plan_id} '{BAD_PRICE_PLAN}' had price {price} (quarantined); "
+                  f"finance corrects it to {FIXED_PRICE} and reruns the dates its contract owed on: "
+                  f"{', '.join(map(str, dates))}")
+    for d in dates:
+        run_billing_date(engine, d)
+    return dates
+
+
 def run_demo(url: str | None, days: int, customers: int, seed: int, console: Console,
              progress_console: Console):
     """Build and backfill the demo operator, print the operator summary; returns (engine, last billing date)."""
     from . import summary
-    from .steps import backfill
+    from .invoicing import finalize
+    from .steps import backfill, utcnow
 
     url = url or DEMO_URL
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url == DEMO_URL:
@@ -200,4 +230,14 @@ def run_demo(url: str | None, days: int, customers: int, seed: int, console: Con
                  progress=lambda r: bar.update(task, advance=1, description=f"{r.billing_date}"))
     console.print(f"backfilled {days} billing dates {first} .. {WINDOW_END} in {time.perf_counter() - t1:.1f}s\n")
     summary.print_summary(engine, first, WINDOW_END, console)
+    rerun = correct_bad_plan(engine, WINDOW_END, console)
+    with engine.begin() as conn:  # FLEXBILL_GRACE_DAYS > 0 leaves drafts: finance approves the window
+        dialect.lock_for_run(conn)
+        done = finalize(conn, WINDOW_END, FINANCE, utcnow())
+    if done.count:
+        console.print(f"{FINANCE} finalized {done.count} draft invoices through {WINDOW_END}")
+    with engine.connect() as conn:
+        summary.print_corrections(conn, rerun[0], rerun[-1], console)
+        for line in summary.lifecycle_lines(conn, first, WINDOW_END):
+            console.print(line)
     return engine, WINDOW_END

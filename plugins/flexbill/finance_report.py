@@ -29,6 +29,12 @@ from .db import schema as s
 
 HISTORY_DAYS = 30
 TEMPLATE = "finance_report.html.j2"
+LIST_MAX = 500  # rows of a document list on the page; the CSV beside it has them all
+
+
+def live(i=s.invoices):
+    """Invoices that stand (draft or finalized): a credited invoice is cancelled by its credit note."""
+    return i.c.status != "credited"
 
 
 def report_dir(path: str | os.PathLike | None = None) -> Path:
@@ -58,7 +64,7 @@ def invoices_by_location(conn: Connection, d: date) -> list[dict]:
         select(i.c.currency, i.c.location_id, loc.c.name, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax),
                func.sum(i.c.total))
         .select_from(i.outerjoin(loc, loc.c.id == i.c.location_id))
-        .where(i.c.billing_date == d).group_by(i.c.currency, i.c.location_id, loc.c.name)
+        .where(i.c.billing_date == d, live()).group_by(i.c.currency, i.c.location_id, loc.c.name)
         .order_by(i.c.currency, i.c.location_id)).all()
     return [{"currency": c, "location_id": lid, "location": name, "invoices": n, "subtotal": _money(sub),
              "tax": _money(tax), "total": _money(tot)} for c, lid, name, n, sub, tax, tot in rows]
@@ -90,9 +96,50 @@ def back_billed(conn: Connection, d: date) -> list[dict]:
     rows = conn.execute(
         select(i.c.currency, func.count(func.distinct(i.c.customer_id)), func.count(), func.sum(li.c.amount))
         .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
-        .where(i.c.billing_date == d, li.c.period_start < d)
+        .where(i.c.billing_date == d, li.c.period_start < d, live())
         .group_by(i.c.currency).order_by(i.c.currency)).all()
     return [{"currency": c, "customers": n, "periods": p, "amount": _money(a)} for c, n, p, a in rows]
+
+
+def lifecycle(conn: Connection, d: date) -> dict:
+    """D's invoices by status (draft, finalized, credited) with their number range per location, D's credit
+    notes and corrective invoices, and what happens to the drafts."""
+    from . import invoicing
+
+    i, loc, cn = s.invoices, s.locations, s.credit_notes
+    statuses = [{"status": st, "location_id": lid, "location": name, "invoices": n, "total": _money(tot),
+                 "first": lo, "last": hi}
+                for st, lid, name, n, tot, lo, hi in conn.execute(
+                    select(i.c.status, i.c.location_id, loc.c.name, func.count(), func.sum(i.c.total),
+                           func.min(i.c.number), func.max(i.c.number))
+                    .select_from(i.outerjoin(loc, loc.c.id == i.c.location_id)).where(i.c.billing_date == d)
+                    .group_by(i.c.status, i.c.location_id, loc.c.name).order_by(i.c.status, i.c.location_id)).all()]
+    counts = {st: sum(r["invoices"] for r in statuses if r["status"] == st) for st in ("draft", "finalized", "credited")}
+    notes = [dict(r._mapping) for r in conn.execute(
+        select(cn.c.number, cn.c.invoice_id, i.c.number.label("invoice_number"), cn.c.customer_id, cn.c.currency,
+               cn.c.total, cn.c.issued_at, cn.c.reason)
+        .select_from(cn.join(i, i.c.invoice_id == cn.c.invoice_id))
+        .where(cn.c.billing_date == d).order_by(cn.c.issued_at, cn.c.number).limit(LIST_MAX))]
+    old = i.alias("old")
+    corrective = [dict(r._mapping) for r in conn.execute(
+        select(i.c.number, i.c.invoice_id, i.c.status, old.c.number.label("corrects_number"), i.c.customer_id,
+               i.c.currency, i.c.total, i.c.finalized_at)
+        .select_from(i.join(old, old.c.invoice_id == i.c.corrects))
+        .where(i.c.billing_date == d).order_by(i.c.finalized_at, i.c.number).limit(LIST_MAX))]
+    try:
+        grace = invoicing.grace_days()
+    except Exception:  # noqa: BLE001 - the page says what it can; the run itself refuses a bad setting
+        grace = None
+    if counts["draft"] == 0:
+        pending = None
+    elif grace is None:
+        pending = f"{invoicing.GRACE_ENV} is not a whole number of days: fix it; until then finalize by hand."
+    else:
+        when = d + timedelta(days=grace)
+        pending = (f"{counts['draft']} drafts wait for finance: they are finalized by `flexbill finalize --through {d} "
+                   f"--actor <you>` or automatically by the run of {when} (grace period {grace} days).")
+    return {"by_status": statuses, "counts": counts, "credit_notes": notes, "corrective": corrective,
+            "pending": pending}
 
 
 def split_reason(reason: str) -> tuple[str, str]:
@@ -187,7 +234,7 @@ def reconciliation(conn: Connection, d: date) -> dict | None:
     i, li, k, q = s.invoices, s.invoice_lines, s.skipped_contracts, s.quarantine
     invoiced = conn.execute(select(func.count(func.distinct(li.c.contract_id)))
                             .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
-                            .where(i.c.billing_date == d)).scalar_one()
+                            .where(i.c.billing_date == d, live())).scalar_one()
     skipped_n = conn.execute(select(func.count()).where(k.c.billing_date == d)).scalar_one()
     quarantined = conn.execute(select(func.count()).where(
         and_(q.c.billing_date == d, q.c.source_table == "contracts"))).scalar_one()
@@ -208,7 +255,7 @@ def history(conn: Connection, d: date, days: int = HISTORY_DAYS) -> dict:
     totals: dict[str, dict] = {}
     for day, cur, total in conn.execute(
             select(i.c.billing_date, i.c.currency, func.sum(i.c.total))
-            .where(i.c.billing_date.between(first, d)).group_by(i.c.billing_date, i.c.currency)).all():
+            .where(i.c.billing_date.between(first, d), live()).group_by(i.c.billing_date, i.c.currency)).all():
         totals.setdefault(cur, {})[_as_date(day)] = _money(total)
     quarantined = {_as_date(day): n for day, n in conn.execute(
         select(q.c.billing_date, func.count()).where(q.c.billing_date.between(first, d))
@@ -276,11 +323,15 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 
 def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
-    i, k, q = s.invoices, s.skipped_contracts, s.quarantine
-    paths = {name: folder / f"{name}.csv" for name in ("invoices", "skipped", "quarantine")}
-    cols = ["invoice_id", "customer_id", "location_id", "billing_date", "currency", "subtotal", "tax", "total"]
+    i, k, q, cn = s.invoices, s.skipped_contracts, s.quarantine, s.credit_notes
+    paths = {name: folder / f"{name}.csv" for name in ("invoices", "skipped", "quarantine", "credit_notes")}
+    cols = ["invoice_id", "customer_id", "location_id", "billing_date", "currency", "subtotal", "tax", "total",
+            "status", "number", "finalized_at", "finalized_by", "corrects"]
     _write_csv(paths["invoices"], cols, conn.execute(
         select(*(i.c[c] for c in cols)).where(i.c.billing_date == d).order_by(i.c.invoice_id)).all())
+    cols = [c.name for c in cn.columns]
+    _write_csv(paths["credit_notes"], cols, conn.execute(
+        select(*(cn.c[c] for c in cols)).where(cn.c.billing_date == d).order_by(cn.c.number)).all())
     cols = ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_amount"]
     _write_csv(paths["skipped"], cols, conn.execute(
         select(*(k.c[c] for c in cols)).where(k.c.billing_date == d).order_by(k.c.contract_id)).all())
@@ -291,46 +342,67 @@ def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
 
 
 def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
-                 gx_directory: str | os.PathLike | None = None) -> Path:
-    """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html."""
+                 gx_directory: str | os.PathLike | None = None, conn: Connection | None = None,
+                 preview: bool = False) -> Path:
+    """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html.
+
+    `conn`: read through this connection (a dry run's open transaction) instead of a new one.  `preview`: the
+    page of a dry run, written to <out>/<D>/preview/ under a banner, so the published date's page stays."""
+    folder = report_dir(out) / d.isoformat()
+    if preview:
+        folder = folder / "preview"
+    folder.mkdir(parents=True, exist_ok=True)
+    if conn is not None:
+        data = _page(engine, conn, d, folder, gx_directory, preview)
+    else:
+        with engine.connect() as own:
+            data = _page(engine, own, d, folder, gx_directory, preview)
+    path = folder / "index.html"
+    path.write_text(_environment().get_template(TEMPLATE).render(**data), encoding="utf-8")
+    return path
+
+
+def _previewed(status: dict) -> dict:
+    state = {"validated": "would publish", "blocked": "would be blocked"}.get(status["state"], status["state"])
+    text = status["text"].replace("Validated and published at", "Would be validated and published; computed at")
+    return {**status, "state": f"preview: {state}", "text": "Preview, nothing was written to the database. " + text}
+
+
+def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory, preview: bool) -> dict:
     from . import quality, validation
     from .db import extract
     from .db.connect import redact
     from .steps import cutoff_of
 
-    folder = report_dir(out) / d.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
-    with engine.connect() as conn:
-        src = extract.snapshot(conn, cutoff_of(d))  # read once: the portal list, then validated
-        portal = portal_review(conn, d, src)
-        inputs = validation.stacked_inputs(src)
-        del src  # the stacked frame is all validation needs: do not hold both
-        dq = quality.validate_date(conn, d, gx_directory, inputs)
-        del inputs
-        rows = invoices_by_location(conn, d)
-        hist = history(conn, d)
-        data = {
-            "billing_date": d,
-            "database": redact(engine.url.render_as_string(hide_password=False)),
-            "status": run_status(conn, d),
-            "invoices": rows,
-            "currencies": totals_by_currency(rows),
-            "skipped": skipped(conn, d),
-            "back_billed": back_billed(conn, d),
-            "quarantine": quarantine(conn, d),
-            "active_users": active_users(conn, d),
-            "portal_review": portal,
-            "reconciliation": reconciliation(conn, d),
-            "dq": dq,
-            "failed_checks": [c for c in dq.checks if not c.success],
-            "docs_link": _link(dq.docs_index, folder),
-            "history": hist,
-            "chart": chart_svg(hist),
-            "csv": {name: path.name for name, path in export_csvs(conn, d, folder).items()},
-        }
-    path = folder / "index.html"
-    path.write_text(_environment().get_template(TEMPLATE).render(**data), encoding="utf-8")
-    return path
+    src = extract.snapshot(conn, cutoff_of(d))  # read once: the portal list, then validated
+    portal = portal_review(conn, d, src)
+    inputs = validation.stacked_inputs(src)
+    del src  # the stacked frame is all validation needs: do not hold both
+    dq = quality.validate_date(conn, d, gx_directory, inputs, run_name=f"flexbill-{d}" + ("-preview" if preview else ""))
+    del inputs
+    rows = invoices_by_location(conn, d)
+    hist = history(conn, d)
+    return {
+        "billing_date": d,
+        "preview": preview,
+        "database": redact(engine.url.render_as_string(hide_password=False)),
+        "status": _previewed(run_status(conn, d)) if preview else run_status(conn, d),
+        "invoices": rows,
+        "currencies": totals_by_currency(rows),
+        "lifecycle": lifecycle(conn, d),
+        "skipped": skipped(conn, d),
+        "back_billed": back_billed(conn, d),
+        "quarantine": quarantine(conn, d),
+        "active_users": active_users(conn, d),
+        "portal_review": portal,
+        "reconciliation": reconciliation(conn, d),
+        "dq": dq,
+        "failed_checks": [c for c in dq.checks if not c.success],
+        "docs_link": _link(dq.docs_index, folder),
+        "history": hist,
+        "chart": chart_svg(hist),
+        "csv": {name: path.name for name, path in export_csvs(conn, d, folder).items()},
+    }
 
 
 def _link(target: Path | None, folder: Path) -> str | None:

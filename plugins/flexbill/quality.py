@@ -76,10 +76,11 @@ def published_frames(conn: Connection, d: date) -> dict:
     from .db import schema as s
     from .frames import lookup
 
-    ids = select(s.invoices.c.invoice_id).where(s.invoices.c.billing_date == d)
+    live = (s.invoices.c.billing_date == d) & (s.invoices.c.status != "credited")  # credited ones are cancelled
+    ids = select(s.invoices.c.invoice_id).where(live)
     lines = extract.read_table(conn, s.invoice_lines, where=s.invoice_lines.c.invoice_id.in_(ids))
     lines["full_cents"] = lines["unit_price_cents"] * lines["quantity"]
-    invoices = extract.read_table(conn, s.invoices, where=s.invoices.c.billing_date == d)
+    invoices = extract.read_table(conn, s.invoices, where=live)
     sums = lines.groupby("invoice_id")["amount_cents"].sum()
     locations = extract.read_table(conn, s.locations)
     invoices = invoices.assign(location_currency=lookup(invoices["location_id"], locations, "currency"),
@@ -146,7 +147,7 @@ def _class_name(snake: str) -> str:
 
 
 def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None = None,
-                  inputs=None) -> DateQuality:
+                  inputs=None, run_name: str | None = None) -> DateQuality:
     """Validate D's inputs (as of its cutoff; `inputs`: validation.stacked_inputs of that snapshot when the caller
     has read it) and D's published outputs; keep the results, rebuild Data Docs."""
     import pandas as pd
@@ -165,7 +166,7 @@ def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None
     for name, frame in frames.items():
         frame = pd.DataFrame(frame).reset_index(drop=True)
         result = ctx.checkpoints[name].run(batch_parameters={"dataframe": frame},
-                                           run_id=RunIdentifier(run_name=f"flexbill-{d}", run_time=run_time))
+                                           run_id=RunIdentifier(run_name=run_name or f"flexbill-{d}", run_time=run_time))
         out.success[name] = bool(result.success)
         out.evaluated_rows[name] = len(frame)
         for validation_result in result.run_results.values():

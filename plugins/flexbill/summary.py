@@ -19,10 +19,33 @@ def _table(title: str, *columns: str) -> RichTable:
 
 
 def invoice_totals(conn, first: date, last: date):
+    """Invoices that stand (drafts and finalized; credited ones are cancelled by their credit notes)."""
     i = s.invoices
     return conn.execute(
         select(i.c.currency, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax), func.sum(i.c.total))
-        .where(i.c.billing_date.between(first, last)).group_by(i.c.currency).order_by(i.c.currency)).all()
+        .where(i.c.billing_date.between(first, last), i.c.status != "credited")
+        .group_by(i.c.currency).order_by(i.c.currency)).all()
+
+
+def invoice_statuses(conn, first: date, last: date):
+    """Per status: invoices, and the first and last number per location."""
+    i = s.invoices
+    return conn.execute(
+        select(i.c.status, i.c.location_id, func.count(), func.min(i.c.number), func.max(i.c.number))
+        .where(i.c.billing_date.between(first, last)).group_by(i.c.status, i.c.location_id)
+        .order_by(i.c.status, i.c.location_id)).all()
+
+
+def credit_notes(conn, first: date, last: date, limit: int = 20):
+    """Credit notes of invoices of these dates, with the corrective invoice that replaced each (if any)."""
+    cn, i = s.credit_notes, s.invoices
+    old, new = i.alias("old"), i.alias("new")
+    return conn.execute(
+        select(cn.c.number, old.c.number, old.c.billing_date, cn.c.customer_id, cn.c.currency, cn.c.total,
+               new.c.number, new.c.total)
+        .select_from(cn.join(old, old.c.invoice_id == cn.c.invoice_id)
+                     .outerjoin(new, new.c.corrects == cn.c.invoice_id))
+        .where(cn.c.billing_date.between(first, last)).order_by(cn.c.number).limit(limit)).all()
 
 
 def skipped_by_reason(conn, first: date, last: date):
@@ -38,7 +61,7 @@ def back_billed(conn, first: date, last: date):
     return conn.execute(
         select(i.c.currency, func.count(func.distinct(i.c.customer_id)), func.count(), func.sum(li.c.amount))
         .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
-        .where(i.c.billing_date.between(first, last), li.c.period_start < i.c.billing_date)
+        .where(i.c.billing_date.between(first, last), li.c.period_start < i.c.billing_date, i.c.status != "credited")
         .group_by(i.c.currency).order_by(i.c.currency)).all()
 
 
@@ -69,6 +92,13 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
         for cur, n, sub, tax, tot in invoice_totals(conn, first, last):
             t.add_row(cur, str(n), f"{sub:,.2f}", f"{tax:,.2f}", f"{tot:,.2f}")
         console.print(t)
+
+        t = _table("Invoice lifecycle (numbers per location)", "status", "location", "invoices", "numbers")
+        for status, lid, n, lo, hi in invoice_statuses(conn, first, last):
+            t.add_row(status, str(lid), str(n), f"{lo} .. {hi}" if lo else "not numbered (draft)")
+        console.print(t)
+
+        print_corrections(conn, first, last, console)
 
         t = _table("Skipped contracts (periods stay owed)", "reason", "contracts", "skip rows (contract x date)")
         for reason, contracts, n in skipped_by_reason(conn, first, last):
@@ -103,6 +133,34 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
         line = reconciliation(conn, last)
         if line:
             console.print(line)
+
+
+def print_corrections(conn, first: date, last: date, console: Console) -> None:
+    rows = credit_notes(conn, first, last)
+    if not rows:
+        return
+    t = _table("Corrections: credit notes and the corrective invoices that replace them", "credit note", "credits",
+               "date", "customer", "total", "corrective", "new total")
+    for number, credited, day, customer, currency, total, corrective, new_total in rows:
+        t.add_row(number, credited, str(day)[:10], str(customer), f"{currency} {total:,.2f}",
+                  corrective or "(nothing to bill)", f"{currency} {new_total:,.2f}" if new_total is not None else "")
+    console.print(t)
+
+
+def lifecycle_lines(conn, first: date, last: date) -> list[str]:
+    """One line per status of the invoices of these dates, with the number ranges per location."""
+    by_status: dict[str, list] = {}
+    for status, lid, n, lo, hi in invoice_statuses(conn, first, last):
+        by_status.setdefault(status, []).append((lid, n, lo, hi))
+    out = []
+    for status in ("finalized", "credited", "draft"):
+        rows = by_status.get(status, [])
+        total = sum(n for _, n, _, _ in rows)
+        ranges = ", ".join(f"{lo}..{hi}" for _, _, lo, hi in rows if lo)
+        out.append(f"{status}: {total} invoices{' (' + ranges + ')' if ranges else ''}")
+    cn = s.credit_notes
+    notes = conn.execute(select(func.count()).where(cn.c.billing_date.between(first, last))).scalar_one()
+    return [f"Invoices {first} .. {last}: " + "; ".join(out) + f"; {notes} credit notes"]
 
 
 def reconciliation(conn, billing_date: date) -> str | None:

@@ -12,11 +12,15 @@ it). D is the *start of the data interval*, not the logical date: a scheduled ru
 `owed_periods` → `suspension_filter` → `build_invoices`; `active_user_report`; `validate_output`
 (Great Expectations) and `publish`, which replaces D's outputs in one transaction; then
 `data_quality_report` writes the page finance reads before invoices go out (and the GX Data Docs)
-under `$FLEXBILL_REPORT_DIR` / `$FLEXBILL_GX_DIR`. Intermediate results stay in staging tables keyed
-by the run id.
+under `$FLEXBILL_REPORT_DIR` / `$FLEXBILL_GX_DIR`; last, `finalize` numbers the drafts of dates up to
+D minus `FLEXBILL_GRACE_DAYS` (default 0: D's invoices are final at once). Intermediate results stay
+in staging tables keyed by the run id.
 
 **Rerun safety.** Clearing a failed task and rerunning it is safe; clearing the whole run
-republishes D with the same result. A period is never invoiced twice: the database refuses it.
+republishes D: its drafts are replaced, and a finalized invoice the rerun would change is never
+touched: it is credited by a credit note and replaced by a corrective invoice (unchanged inputs
+change nothing). A period is never invoiced twice: the database refuses it. Finance approves drafts
+with the `flexbill_finalize` DAG.
 
 **Backfill.** `airflow backfill create --dag-id flexbill_billing --from-date D1 --to-date D2
 --reprocess-behavior failed --max-active-runs 1` runs the dates in order (one active run at a time, and `publish`
@@ -89,6 +93,11 @@ def flexbill_billing():
         """Write D's data-quality report for finance (HTML, CSV, GX Data Docs); returns its path."""
         return steps.data_quality_report(data_interval_start)
 
+    @task
+    def finalize(data_interval_start=None) -> dict:
+        """Finalize the drafts of dates up to D minus FLEXBILL_GRACE_DAYS (actor `grace`), numbering them."""
+        return steps.finalize_grace(data_interval_start)
+
     locations = extract_snapshot()
     rules = apply_rule.expand(rule=list(steps.RULES))
     owed = owed_periods.expand(location_id=locations)
@@ -96,7 +105,7 @@ def flexbill_billing():
     invoiced = build_invoices.expand(location_id=locations)
     report = active_user_report()
     checked = validate_output()
-    locations >> rules >> owed >> filtered >> invoiced >> report >> checked >> publish() >> data_quality_report()
+    locations >> rules >> owed >> filtered >> invoiced >> report >> checked >> publish() >> data_quality_report() >> finalize()
 
 
 flexbill_billing()

@@ -157,6 +157,8 @@ def pg_databases(count: int):
 
 # Columns that record when an attempt happened, not what it decided.
 WALL_CLOCK = {"started_at", "finished_at", "published_at"}
+# ... and when a document was finalized or issued (its number, amounts and status are what it decided).
+DOCUMENT_CLOCK = {"invoices": {"finalized_at"}, "credit_notes": {"issued_at"}}
 
 
 def table_rows(engine, table, ignore=()) -> list[tuple]:
@@ -178,7 +180,7 @@ def event_log(engine) -> list[tuple]:
 
 def dump(engine, ignore: dict | None = None) -> dict:
     """Everything a run writes: the output tables, flexbill's bookkeeping and the event log."""
-    ignore = {"billing_runs": WALL_CLOCK, **(ignore or {})}
+    ignore = {"billing_runs": WALL_CLOCK, **DOCUMENT_CLOCK, **(ignore or {})}
     out = {t.name: table_rows(engine, t, ignore.get(t.name, ())) for t in s.OUTPUT_TABLES}
     out["suspension_events"] = event_log(engine)
     return out

@@ -129,8 +129,56 @@ def data_quality_report(data_interval_start) -> str:
 
 def publish_summary(data_interval_start, run_id: str) -> dict:
     summary = step("publish", data_interval_start, run_id)
-    return {"billing_date": summary.billing_date.isoformat(), **summary.stats,
-            "totals": [[c, n, str(sub), str(tax), str(tot)] for c, n, sub, tax, tot in summary.totals]}
+    out = {"billing_date": summary.billing_date.isoformat(), **summary.stats,
+           "totals": [[c, n, str(sub), str(tax), str(tot)] for c, n, sub, tax, tot in summary.totals]}
+    if summary.corrections is not None:  # a retried publish that found its work done reports no corrections
+        c = summary.corrections
+        out.update(drafts=c.drafts, finalized_kept=c.kept, credit_notes=[n for n, _, _ in c.credit_notes],
+                   corrective_invoices=[n for n, _, _ in c.corrective])
+    return out
+
+
+def _finalized(done) -> dict:
+    return {"through": done.through.isoformat(), "actor": done.actor, "finalized": done.count,
+            "dates": [d.isoformat() for d in done.dates], "numbers": {str(k): list(v) for k, v in done.numbers.items()},
+            "waiting": [d.isoformat() for d in done.waiting]}
+
+
+def finalize_grace(data_interval_start) -> dict:
+    """The billing run's grace-period finalization: drafts with billing_date <= D - FLEXBILL_GRACE_DAYS (actor
+    `grace`), after D's publish and its data-quality report; the same as `flexbill run` does in its transaction."""
+    from .db import dialect
+    from .db.connect import require_schema
+    from .invoicing import auto_finalize
+    from .steps import utcnow
+
+    eng = engine()
+    try:
+        require_schema(eng)
+        with eng.begin() as conn:
+            dialect.lock_for_run(conn)
+            return _finalized(auto_finalize(conn, billing_date(data_interval_start), utcnow()))
+    finally:
+        eng.dispose()
+
+
+def finalize(params: dict) -> dict:
+    """finance's approval (the `flexbill_finalize` DAG): `flexbill finalize --through <through> --actor <actor>`."""
+    from .cli import parse_date
+    from .db import dialect
+    from .db.connect import require_schema
+    from .invoicing import finalize as run_finalize
+    from .steps import utcnow
+
+    through = parse_date(str(params.get("through") or ""), "through")
+    eng = engine()
+    try:
+        require_schema(eng)
+        with eng.begin() as conn:
+            dialect.lock_for_run(conn)
+            return _finalized(run_finalize(conn, through, str(params.get("actor") or ""), utcnow()))
+    finally:
+        eng.dispose()
 
 
 def manual_event(params: dict) -> dict:

@@ -24,13 +24,14 @@ BILLING_GRAPH = {  # task -> downstream tasks, as the DAG's doc_md describes
     "active_user_report": {"validate_output"},
     "validate_output": {"publish"},
     "publish": {"data_quality_report"},
-    "data_quality_report": set(),
+    "data_quality_report": {"finalize"},
+    "finalize": set(),
 }
 
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"flexbill_billing", "flexbill_manual_suspension"}
+    assert set(dagbag.dag_ids) == {"flexbill_billing", "flexbill_manual_suspension", "flexbill_finalize"}
     assert {Path(p).stem for p in map(str, DAG_FILES)} == set(dagbag.dag_ids), "dag_id is the file's stem"
 
 
@@ -61,7 +62,7 @@ def test_parsing_touches_no_database_and_is_fast(path):
     assert not heavy & imported, "a DAG file imported the engine at parse time"
 
 
-@pytest.mark.parametrize("dag_id", ["flexbill_billing", "flexbill_manual_suspension"])
+@pytest.mark.parametrize("dag_id", ["flexbill_billing", "flexbill_manual_suspension", "flexbill_finalize"])
 def test_dag_has_owner_tags_docs_and_retry_policy(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert dag.owner == airflow_steps.OWNER
@@ -73,7 +74,7 @@ def test_dag_has_owner_tags_docs_and_retry_policy(dagbag, dag_id):
     if dag_id == "flexbill_billing":
         assert all(t.retries >= 2 and t.retry_exponential_backoff for t in dag.tasks)
     else:
-        assert all(t.retries == 0 for t in dag.tasks), "a refused manual event must not be retried"
+        assert all(t.retries == 0 for t in dag.tasks), "a refused manual event or approval must not be retried"
 
 
 def test_billing_dag_graph_is_the_documented_one(dagbag):
@@ -100,5 +101,13 @@ def test_manual_suspension_form_is_typed(dagbag):
     assert set(params.keys()) == {"customer_id", "action", "actor", "reason", "at"}
     assert params.get_param("action").schema["enum"] == ["suspend", "lift"]
     assert params.get_param("customer_id").schema["type"] == "integer"
+    assert all(params.get_param(k).schema.get("title") for k in params.keys())
+    assert all(params.get_param(k).description for k in params.keys())
+
+
+def test_finalize_form_is_typed(dagbag):
+    params = dagbag.dags["flexbill_finalize"].params
+    assert set(params.keys()) == {"through", "actor"}
+    assert params.get_param("through").schema["format"] == "date"
     assert all(params.get_param(k).schema.get("title") for k in params.keys())
     assert all(params.get_param(k).description for k in params.keys())

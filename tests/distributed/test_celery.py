@@ -72,13 +72,18 @@ def assert_same_outputs(engine, expected: dict) -> None:
 
 
 def assert_exactly_once(engine) -> None:
+    """Lines and invoices that stand (credited ones are cancelled by their credit notes)."""
+    live = s.invoice_lines.join(s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id)
+    standing = s.invoices.c.status != "credited"
     with engine.connect() as conn:
-        lines = conn.execute(select(func.count()).select_from(s.invoice_lines)).scalar_one()
+        lines = conn.execute(select(func.count()).select_from(live).where(standing)).scalar_one()
         periods = conn.execute(select(func.count()).select_from(
-            select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start).distinct().subquery())).scalar_one()
-        invoices = conn.execute(select(func.count()).select_from(s.invoices)).scalar_one()
+            select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start).select_from(live).where(standing)
+            .distinct().subquery())).scalar_one()
+        invoices = conn.execute(select(func.count()).select_from(s.invoices).where(standing)).scalar_one()
         per_customer_date = conn.execute(select(func.count()).select_from(
-            select(s.invoices.c.customer_id, s.invoices.c.billing_date).distinct().subquery())).scalar_one()
+            select(s.invoices.c.customer_id, s.invoices.c.billing_date).where(standing).distinct().subquery())
+        ).scalar_one()
     assert lines == periods, "a (contract, period) was invoiced twice"
     assert invoices == per_customer_date, "a customer got two invoices for one billing date"
 
@@ -149,12 +154,15 @@ def test_rerun_after_a_data_fix_with_reprocess_completed_replaces_the_range_and_
     assert_same_outputs(stack.billing, reference(D3, fixed=True))
     assert_exactly_once(stack.billing)
     after = _outputs(stack.billing)
-    fixed = [r for r in after["invoice_lines"] if r["contract_id"] == FIXED_CONTRACT]
+    credited = {r["invoice_id"] for r in after["invoices"] if r["status"] == "credited"}
+    fixed = [r for r in after["invoice_lines"] if r["contract_id"] == FIXED_CONTRACT and r["invoice_id"] not in credited]
     assert [str(r["unit_price"]) for r in fixed] == [FIXED_PRICE]
     assert before_lines[(FIXED_CONTRACT, D2)]["unit_price"] != fixed[0]["unit_price"], "the fix changes results"
     assert any(r["contract_id"] == LATE_CONTRACT for r in after["invoice_lines"]), "the late contract is billed"
-    # a rerun replaces D2's invoices under the same ids (the late contract's customer has one already)
+    # D2's finalized invoices stay (those the fix changed are credited, with a corrective invoice beside them)
     assert before_ids <= {r["invoice_id"] for r in after["invoices"] if r["billing_date"] == D2}
+    assert after["credit_notes"], "the fix changed finalized invoices: they are credited, never rewritten"
+    assert {r["invoice_id"] for r in after["credit_notes"]} <= credited
     # 31 March was outside the range: not run again
     assert billing_runs(stack.billing)[D1]["started_at"] == before_runs[D1]["started_at"]
     assert tries(stack, story["run_ids"][D1])[("publish", -1)][0] == 1

@@ -219,19 +219,23 @@ def duplicate_periods(url: str) -> list:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(
-                "select contract_id, period_start, count(*) from invoice_lines "
-                "group by contract_id, period_start having count(*) > 1"))]
+            return [tuple(r) for r in conn.execute(text(  # lines of credited invoices are cancelled
+                "select l.contract_id, l.period_start, count(*) from invoice_lines as l "
+                "join invoices as i on i.invoice_id = l.invoice_id where i.status <> 'credited' "
+                "group by l.contract_id, l.period_start having count(*) > 1"))]
     finally:
         engine.dispose()
 
 
 def periods(url: str) -> set:
-    """Every invoiced (contract_id, period_start)."""
+    """Every invoiced (contract_id, period_start), on invoices that stand (not credited)."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return {tuple(r) for r in conn.execute(select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start))}
+            return {tuple(r) for r in conn.execute(
+                select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start)
+                .join(s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id)
+                .where(s.invoices.c.status != "credited"))}
     finally:
         engine.dispose()
 

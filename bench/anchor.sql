@@ -186,5 +186,7 @@ where not exists (
     select 1
     from invoice_lines as l
     inner join invoices as i on i.invoice_id = l.invoice_id
-    where l.contract_id = p.id and l.period_start = p.period_start and i.billing_date <> cast(:billing_date as date)
+    where
+        l.contract_id = p.id and l.period_start = p.period_start
+        and i.billing_date <> cast(:billing_date as date) and i.status <> 'credited'
 )

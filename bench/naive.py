@@ -66,7 +66,7 @@ def bill(url: str, d: date) -> int:
     cutoff = pd.Timestamp(d) + pd.Timedelta(days=1)
     t = {name: pd.read_sql(f"select * from {name}", engine) for name in TABLES}
     lines = pd.read_sql("select l.contract_id, l.period_start, i.billing_date from invoice_lines l "
-                        "join invoices i on i.invoice_id = l.invoice_id", engine)
+                        "join invoices i on i.invoice_id = l.invoice_id where i.status <> 'credited'", engine)
     for name, cols in {"customers": ["created_at", "archived_at"], "contracts": ["created_at"],
                        "suspension_events": ["occurred_at"], "crm_stage_entries": ["entered_at"],
                        "locations": ["keep_new_accounts_suspended_since"],

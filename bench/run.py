@@ -40,7 +40,8 @@ PYTHON = sys.executable
 FLEXBILL = str(Path(sys.executable).with_name("flexbill"))
 LINE_COLUMNS = "contract_id, period_start, period_end, quantity, unit_price, amount, prorated"
 FLEXBILL_LINES = (f"select {', '.join('l.' + c.strip() for c in LINE_COLUMNS.split(','))} "
-                  "from invoice_lines l join invoices i on i.invoice_id = l.invoice_id where i.billing_date = '{d}'")
+                  "from invoice_lines l join invoices i on i.invoice_id = l.invoice_id "
+                  "where i.billing_date = '{d}' and i.status <> 'credited'")
 GIB = 1024 ** 3
 
 

@@ -15,6 +15,7 @@ end $$;
 create or replace function flexbill_invoice_update() returns trigger language plpgsql as $$
 begin
     if old.status = 'finalized' and new.status = 'credited'
+       and exists (select 1 from credit_notes where credit_notes.invoice_id = old.invoice_id)
        and (new.invoice_id, new.customer_id, new.location_id, new.billing_date, new.currency, new.subtotal,
             new.tax, new.total, new.number, new.finalized_at, new.finalized_by, new.corrects)
            is not distinct from
@@ -22,7 +23,7 @@ begin
             old.tax, old.total, old.number, old.finalized_at, old.finalized_by, old.corrects) then
         return new;
     end if;
-    raise exception 'flexbill: invoice % is % and never changes (only finalized -> credited, by a correction)',
+    raise exception 'flexbill: invoice % is % and never changes (only finalized -> credited, by a correction that issues its credit note first)',
         old.invoice_id, old.status using errcode = 'integrity_constraint_violation';
 end $$;
 

@@ -44,10 +44,16 @@ CHILD_TIMEOUT = 120
 def dag_tasks(locations: list[int]) -> list[tuple[str, tuple]]:
     """The DAG's task instances in an order the DAG allows: extract_snapshot >> apply_rule (mapped)
     >> owed_periods (mapped) >> suspension_filter (mapped) >> build_invoices (mapped)
-    >> active_user_report >> validate_output >> publish."""
+    >> active_user_report >> validate_output >> publish >> finalize (the grace-period finalization; the
+    data_quality_report task between them writes files only and has its own tests)."""
     return [("extract_snapshot", ()), *[("apply_rule", (r,)) for r in RULES],
             *[(name, (loc,)) for name in ("owed_periods", "suspension_filter", "build_invoices") for loc in locations],
-            ("active_user_report", ()), ("validate_output", ()), ("publish", ())]
+            ("active_user_report", ()), ("validate_output", ()), ("publish", ()), ("finalize", ())]
+
+
+def position(name: str, locations: list[int]) -> int:
+    """The 1-based position of task `name` in dag_tasks(locations)."""
+    return [n for n, _ in dag_tasks(locations)].index(name) + 1
 
 
 def interval_start(d: date) -> datetime:
@@ -68,6 +74,8 @@ def run_task(d: date, run_id: str, name: str, args: tuple):
 
     if name == "publish":
         return airflow_steps.publish_summary(interval_start(d), run_id)
+    if name == "finalize":
+        return airflow_steps.finalize_grace(interval_start(d))
     return airflow_steps.step(name, interval_start(d), run_id, *args)
 
 

@@ -34,12 +34,12 @@ from flexbill.db.connect import make_engine
 from flexbill.manual import record_manual_event
 from flexbill.steps import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
-from tests.reliability.dag_driver import dag_tasks
+from tests.reliability.dag_driver import dag_tasks, position
 from tests.reliability.world import (D, DIALECTS, LIFT_AT, LOCATIONS, SUSPEND_AT, Databases, contents,
                                      duplicate_periods, staging_rows, template, without_attempt)
 
 STALE = "its staging is stale"
-VALIDATED = len(dag_tasks(LOCATIONS)) - 1  # position of validate_output: what a run has staged before publish
+VALIDATED = position("validate_output", LOCATIONS)  # position of validate_output: what a run has staged before publish
 EVENTS = {"suspend": {"customer": 1, "action": "suspend", "at": SUSPEND_AT.isoformat()},
           "lift": {"customer": 11, "action": "lift", "at": LIFT_AT.isoformat()}}
 # after the task at this position (0 = before the first task, 13 = after publish)

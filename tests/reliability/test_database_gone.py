@@ -32,13 +32,13 @@ from flexbill.db.connect import make_engine
 from flexbill.errors import DatabaseError
 from flexbill.steps import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
-from tests.reliability.dag_driver import dag_tasks, run_task
+from tests.reliability.dag_driver import dag_tasks, position, run_task
 from tests.reliability.world import D, LOCATIONS, Databases, contents, outputs_of, restore, revoke, template
 
 PASSWORD = "S3cretPW-gone"
 CLI_POINTS = ["after_rules", "mid_write", "before_commit"]
 BETWEEN = [4, 10]  # DAG tasks done before the database goes away: the rules; every build_invoices
-PUBLISH = len(dag_tasks(LOCATIONS))
+PUBLISH = position("publish", LOCATIONS)
 
 
 def with_password(url: str) -> str:

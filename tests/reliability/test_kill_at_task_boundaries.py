@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from flexbill.db import schema as s
 from flexbill.db.connect import make_engine
 from flexbill.steps import run_billing_date
-from tests.reliability.dag_driver import dag_tasks
+from tests.reliability.dag_driver import dag_tasks, position
 from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, duplicate_periods, outputs_of,
                                      periods, staging_rows, template, without_attempt)
 
 TASKS = dag_tasks(LOCATIONS)
-PUBLISH = len(TASKS)  # position of publish: killing after it means after its commit, before Airflow hears of it
+PUBLISH = position("publish", LOCATIONS)
+FINALIZE = position("finalize", LOCATIONS)  # after publish (and the report): D's drafts are numbered  # position of publish: killing after it means after its commit, before Airflow hears of it
 POINTS = [f"after {k:02d} {name}{'[' + str(args[0]) + ']' if args else ''}" for k, (name, args) in
           enumerate(TASKS, start=1)] + ["mid publish write"]
 
@@ -133,6 +135,17 @@ def test_the_uninterrupted_run_writes_every_output(world, dialect):
     assert len(world[dialect]["ref"]["suspension_events"]) == len(world[dialect]["template"]["suspension_events"]) + 3
 
 
+INVOICE_COLUMNS = [c.name for c in s.invoices.columns if c.name != "finalized_at"]  # as contents() holds them
+STATUS, DATE = INVOICE_COLUMNS.index("status"), INVOICE_COLUMNS.index("billing_date")
+NUMBERING = {INVOICE_COLUMNS.index(c) for c in ("status", "number", "finalized_by")}
+
+
+def unnumbered(dumped: dict) -> dict:
+    """A dump without what finalization writes (invoices' status, number and finalized_by; number_series)."""
+    invoices = sorted(tuple(v for i, v in enumerate(row) if i not in NUMBERING) for row in dumped["invoices"])
+    return {**{k: v for k, v in dumped.items() if k != "number_series"}, "invoices": invoices}
+
+
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_a_run_killed_at_a_task_boundary_loses_and_doubles_nothing(world, dialect, point):
@@ -145,8 +158,11 @@ def test_a_run_killed_at_a_task_boundary_loses_and_doubles_nothing(world, dialec
     else:
         assert o.kill["done"] == list(range(1, k + 1)), o.kill
 
-    if k == PUBLISH:  # publish committed: D is published in full, whatever became of the process
+    if k == FINALIZE:  # everything committed
         assert o.contents_after_kill == ref
+    elif k == PUBLISH:  # publish committed: D is published in full (as drafts: finalize is the next task)
+        assert unnumbered(o.contents_after_kill) == unnumbered(ref)
+        assert {row[STATUS] for row in o.contents_after_kill["invoices"] if row[DATE] == D} == {"draft"}
     else:  # nothing of D is published; only the rule events of committed apply_rule tasks exist
         assert o.after_kill == {name: 0 for name in o.after_kill}, o.after_kill
         for name, rows in tpl.items():

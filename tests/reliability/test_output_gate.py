@@ -33,12 +33,12 @@ from flexbill.db.connect import make_engine
 from flexbill.errors import FlexbillError
 from flexbill.steps import run_billing_date
 from tests.builders import Operator
-from tests.reliability.dag_driver import dag_tasks, interval_start, run_task
+from tests.reliability.dag_driver import dag_tasks, interval_start, position, run_task
 from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, outputs_of, template,
                                      without_attempt)
 
 RUN_ID = "dag-tampered"
-VALIDATE = len(dag_tasks(LOCATIONS)) - 2  # tasks before validate_output
+VALIDATE = position("validate_output", LOCATIONS) - 1  # tasks before validate_output
 
 
 def _negative(result, report_frame):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import pytest
 
 from flexbill.errors import DatabaseError, FlexbillError
-from tests.reliability.dag_driver import dag_tasks, interval_start, run_task, run_tasks, use_database
+from tests.reliability.dag_driver import (dag_tasks, interval_start, position, run_task, run_tasks,
+                                          use_database)
 from tests.reliability.world import D, DIALECTS, LOCATIONS, Databases, contents, staging_rows, template
 
-PUBLISH = len(dag_tasks(LOCATIONS))
+PUBLISH = position("publish", LOCATIONS)
 
 
 @pytest.fixture

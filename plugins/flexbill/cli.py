@@ -21,7 +21,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(width=None if sys.stdout.isatty() else 120)  # readable tables in logs and CI too
+# Not a terminal (a pipe, a log, CI): tables are laid out 120 wide and text lines are never wrapped mid-sentence.
+out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
 err = Console(stderr=True)
 
 DbOption = typer.Option(None, "--db", help="SQLAlchemy URL of the billing database "

@@ -129,3 +129,53 @@ def test_a_date_without_valid_locations_still_publishes(airflow_db, dagbag, tmp_
     assert states["publish"] == "success" and states["data_quality_report"] == "success", states
     assert _outputs(make_engine(dag_db)) == _outputs(make_engine(cli))
     assert _outputs(make_engine(dag_db))["quarantine"]  # the location is listed, nothing else happened
+
+
+def test_finalize_dag_approves_as_flexbill_finalize_does_and_a_refused_approval_changes_nothing(
+        airflow_db, dagbag, db_url, second_db, monkeypatch):
+    """With a grace period, drafts wait for finance; the flexbill_finalize DAG (finance's approve button)
+    numbers them exactly as `flexbill finalize` does; a refused approval fails the run and writes nothing."""
+    from flexbill.db import dialect
+    from flexbill.invoicing import finalize
+    from flexbill.steps import utcnow
+
+    monkeypatch.setenv("FLEXBILL_GRACE_DAYS", "30")
+    dag_engine, cli_engine = _operator(db_url), _operator(second_db)
+    backfill(dag_engine, FIRST, LAST)
+    backfill(cli_engine, FIRST, LAST)
+    assert {r["status"] for r in _outputs(dag_engine)["invoices"]} == {"draft"}
+    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(db_url))
+    dag = dagbag.dags["flexbill_finalize"]
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    drafts = _outputs(dag_engine)
+    assert dag.test(run_conf={"through": "2099-01-01", "actor": "fin@op.example"}).state == "failed"  # future
+    assert dag.test(run_conf={"through": "2026-01-01", "actor": "fin@op.example"}).state == "failed"  # no run
+    for conf in ({"through": str(LAST), "actor": ""}, {"through": "not a date", "actor": "fin@op.example"}):
+        with pytest.raises(ParamValidationError):  # the typed form refuses them before any task runs
+            dag.test(run_conf=conf)
+    assert _outputs(dag_engine) == drafts
+
+    assert dag.test(run_conf={"through": str(FIRST), "actor": "fin@op.example"}).state == "success"
+    assert dag.test(run_conf={"through": str(LAST), "actor": "fin@op.example"}).state == "success"
+    with cli_engine.begin() as conn:
+        dialect.lock_for_run(conn)
+        finalize(conn, FIRST, "fin@op.example", utcnow())
+        finalize(conn, LAST, "fin@op.example", utcnow())
+    by_dag, by_cli = _outputs(dag_engine), _outputs(cli_engine)
+    assert {(r["status"], r["finalized_by"]) for r in by_dag["invoices"]} == {("finalized", "fin@op.example")}
+    assert by_dag == by_cli
+
+
+def test_billing_dag_finalizes_after_its_report_per_the_grace_period(airflow_db, dagbag, db_url, monkeypatch):
+    monkeypatch.setenv("FLEXBILL_GRACE_DAYS", "1")
+    engine = _operator(db_url)
+    monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(db_url))
+    dag = dagbag.dags["flexbill_billing"]
+    run = _dag_test(dag, FIRST)
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()}["finalize"] == "success"
+    assert {r["status"] for r in _outputs(engine)["invoices"]} == {"draft"}  # FIRST is not a day old yet
+    assert _dag_test(dag, LAST).state == "success"  # LAST - 1 day >= FIRST: FIRST's drafts are finalized now
+    statuses = {(r["billing_date"], r["status"], r["finalized_by"]) for r in _outputs(engine)["invoices"]}
+    assert statuses == {(FIRST, "finalized", "grace"), (LAST, "draft", None)}

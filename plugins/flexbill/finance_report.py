@@ -107,13 +107,14 @@ def lifecycle(conn: Connection, d: date) -> dict:
     from . import invoicing
 
     i, loc, cn = s.invoices, s.locations, s.credit_notes
-    statuses = [{"status": st, "location_id": lid, "location": name, "invoices": n, "total": _money(tot),
-                 "first": lo, "last": hi}
-                for st, lid, name, n, tot, lo, hi in conn.execute(
-                    select(i.c.status, i.c.location_id, loc.c.name, func.count(), func.sum(i.c.total),
+    statuses = [{"status": st, "location_id": lid, "location": name, "finalized_by": by, "invoices": n,
+                 "total": _money(tot), "first": lo, "last": hi}
+                for st, lid, name, by, n, tot, lo, hi in conn.execute(
+                    select(i.c.status, i.c.location_id, loc.c.name, i.c.finalized_by, func.count(), func.sum(i.c.total),
                            func.min(i.c.number), func.max(i.c.number))
                     .select_from(i.outerjoin(loc, loc.c.id == i.c.location_id)).where(i.c.billing_date == d)
-                    .group_by(i.c.status, i.c.location_id, loc.c.name).order_by(i.c.status, i.c.location_id)).all()]
+                    .group_by(i.c.status, i.c.location_id, loc.c.name, i.c.finalized_by)
+                    .order_by(i.c.status, i.c.location_id, i.c.finalized_by)).all()]
     counts = {st: sum(r["invoices"] for r in statuses if r["status"] == st) for st in ("draft", "finalized", "credited")}
     notes = [dict(r._mapping) for r in conn.execute(
         select(cn.c.number, cn.c.invoice_id, i.c.number.label("invoice_number"), cn.c.customer_id, cn.c.currency,

@@ -22,6 +22,7 @@ from .db import dialect, extract
 from .db import schema as s
 from .errors import InputError
 from .money import from_cents
+from .pause import pause
 
 GRACE_ENV = "FLEXBILL_GRACE_DAYS"
 INVOICE_SERIES, CREDIT_SERIES = "invoice", "credit_note"
@@ -135,6 +136,7 @@ def finalize(conn: Connection, through: date, actor: str, now: datetime, automat
         return out
     drafts = drafts.sort_values(["billing_date", "customer_id", "invoice_id"], kind="stable").reset_index(drop=True)
     drafts["number"] = _numbers(conn, drafts, INVOICE_SERIES)
+    pause("mid_finalize")
     dialect.update_frame(conn, s.invoices, drafts[["invoice_id", "number"]], "invoice_id",
                          {"status": lifecycle.FINALIZED, "finalized_at": now, "finalized_by": actor})
     out.count = len(drafts)
@@ -182,6 +184,7 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
         dialect.insert_frame(conn, s.credit_notes, notes)
         dialect.update_frame(conn, s.invoices, credited[["invoice_id"]], "invoice_id", {"status": lifecycle.CREDITED})
         out.credit_notes = list(zip(notes["number"], credited["number"], notes["total"]))
+        pause("mid_correction")
 
     write = invoices[~invoices["customer_id"].isin(rec.kept)].copy()
     if write.empty:

@@ -23,7 +23,6 @@ nothing: staging is not output, and publish is one transaction.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from .db.connect import redact, require_schema
 from .errors import DatabaseError, FlexbillError, OutputRejected
 from .frames import lookup
 from .money import from_cents
+from .pause import pause
 
 _tmp = MetaData()
 DUE = Table("flexbill_due", _tmp, Column("contract_id", Integer, primary_key=True), Column("lo", Date),
@@ -68,11 +68,7 @@ class RunSummary:
     preview: bool = False  # a dry run: computed, then rolled back
 
 
-def _pause(point: str) -> None:
-    """Test hook: FLEXBILL_PAUSE_AT=<point> sleeps there so a test can kill the run."""
-    if os.environ.get("FLEXBILL_PAUSE_AT") == point:
-        print(f"paused at {point}", flush=True)
-        time.sleep(float(os.environ.get("FLEXBILL_PAUSE_SECONDS", "30")))
+_pause = pause  # the fault suite's hook (flexbill.pause)
 
 
 def _dated(stmt, **types):

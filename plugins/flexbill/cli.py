@@ -219,6 +219,18 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
         summaries = run_range(engine, first, last, progress=step)
     invoices = sum(s.stats["invoices"] for s in summaries)
     out.print(f"backfilled {len(summaries)} dates {first}..{last}: {invoices} invoices", highlight=False)
+    notes = [n for x in summaries if x.corrections for n in x.corrections.credit_notes]
+    corrective = [c for x in summaries if x.corrections for c in x.corrections.corrective]
+    finalized = sum(x.finalized.count for x in summaries if x.finalized)
+    kept = sum(x.corrections.kept for x in summaries if x.corrections)
+    out.print(f"  {finalized} invoices finalized; {kept} finalized invoices unchanged by a rerun; "
+              f"{len(notes)} credit notes, {len(corrective)} corrective invoices", highlight=False)
+    for note, credited, total in notes[:20]:
+        out.print(f"  credit note {note} for invoice {credited} ({total})", highlight=False)
+    for number, replaced, total in corrective[:20]:
+        out.print(f"  corrective invoice {number} replaces {replaced} ({total})", highlight=False)
+    if len(notes) > 20 or len(corrective) > 20:
+        out.print("  (the first 20 of each; every one is on the finance page of its date)", highlight=False)
     if report:  # the last date's report charts the range; `flexbill report --date` writes any other date's
         _write_report(engine, last, out_dir, gx_dir, after="was published")
 

@@ -98,6 +98,14 @@ def require_schema(engine: Engine) -> None:
         present = set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
         raise DatabaseError(f"cannot read the database schema: {exc.__class__.__name__}") from None
+    from .migrate import needs_upgrade
+
+    with engine.connect() as conn:
+        if needs_upgrade(conn):
+            raise DatabaseError(
+                f"the database {redact(engine.url.render_as_string(hide_password=False))} was written by an earlier "
+                "flexbill (invoices without drafts and numbers): run `flexbill init-db` to upgrade it (every invoice "
+                "and line is kept)")
     missing = [t.name for t in schema.metadata.sorted_tables if t.name not in present]
     if missing:
         raise DatabaseError(

@@ -22,11 +22,7 @@ from flexbill import airflow_steps as steps
 
 
 @dag(
-    schedule=None,
-    start_date=steps.FIRST_RUN,
-    catchup=False,
-    default_args={**steps.DAG_ARGS, "retries": 0},  # a refused approval must not be retried
-    tags=steps.TAGS,
+    **steps.ON_DEMAND,  # no schedule; a refused request is not retried
     doc_md=__doc__,
     params={
         "through": Param("", type="string", format="date", title="Finalize through",

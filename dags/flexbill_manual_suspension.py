@@ -17,11 +17,7 @@ from flexbill import airflow_steps as steps
 
 
 @dag(
-    schedule=None,
-    start_date=steps.FIRST_RUN,
-    catchup=False,
-    default_args={**steps.DAG_ARGS, "retries": 0},  # a refused event must not be retried
-    tags=steps.TAGS,
+    **steps.ON_DEMAND,  # no schedule; a refused request is not retried
     doc_md=__doc__,
     params={
         "customer_id": Param(1, type="integer", minimum=1, title="Customer id",

@@ -24,6 +24,10 @@ DAG_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
+# The DAGs a person triggers (a manual suspension, finance's approval): no schedule, and never retried (a
+# refused request must fail with its reason, not run again).
+ON_DEMAND = {"schedule": None, "start_date": FIRST_RUN, "catchup": False,
+             "default_args": {**DAG_ARGS, "retries": 0}, "tags": TAGS}
 # The tasks after the per-location ones run when nothing upstream failed: with no valid location the mapped
 # tasks expand to nothing (skipped), and the date must still publish (zero invoices), as `flexbill run` does.
 AFTER_LOCATIONS = "none_failed"

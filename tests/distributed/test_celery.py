@@ -52,13 +52,18 @@ def stack(tmp_path_factory):
 
 
 def reference(last, fixed: bool) -> dict:
-    """`flexbill backfill --from D1 --to last` on a fresh database with the same fixture (and fix)."""
+    """The same story through `flexbill backfill` on a fresh database with the same fixture: D1..D3, and when
+    `fixed`, the data fix then a rerun of D2..D3 (finalized invoices it changes are credited and corrected, with
+    the next numbers, exactly as the Airflow rerun does), then the dates up to `last`."""
     with pg_databases(1) as (url,):
         engine = build(url)
         try:
+            flexbill_backfill(engine, D1, min(last, D3))
             if fixed:
                 apply_fix(engine)
-            flexbill_backfill(engine, D1, last)
+                flexbill_backfill(engine, D2, D3)
+            if last > D3:
+                flexbill_backfill(engine, D3 + timedelta(days=1), last)
             return _outputs(engine)
         finally:
             engine.dispose()

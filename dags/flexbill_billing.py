@@ -28,9 +28,10 @@ waits for the previous date's publish).
 
 **On failure.** `validate_output` failing means the staged invoices broke a rule: nothing was
 published; the task writes the data-quality report showing the run as blocked and why (its path is
-in the task log); do not force the run green. A database error is retried with
-backoff. Quarantined source rows do not fail the run: fix them in the billing database and
-rerun the date.
+in the task log) and fails at once, without retries; do not force the run green. A database error
+is retried with backoff. A task that fails for good e-mails `FLEXBILL_ALERT_EMAILS` (through the SMTP
+connection `FLEXBILL_SMTP_CONN_ID`, default `smtp_default`) with the date, the reason and the report's
+path. Quarantined source rows do not fail the run: fix them in the billing database and rerun the date.
 """
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
@@ -43,7 +44,7 @@ from flexbill import airflow_steps as steps
     start_date=steps.FIRST_RUN,
     catchup=steps.CATCHUP,
     max_active_runs=1,
-    default_args=steps.DAG_ARGS,
+    default_args=steps.BILLING_ARGS,  # retries with backoff; a final failure e-mails FLEXBILL_ALERT_EMAILS
     tags=steps.TAGS,
     doc_md=__doc__,
 )

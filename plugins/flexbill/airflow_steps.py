@@ -34,6 +34,72 @@ AFTER_LOCATIONS = "none_failed"
 RULES = ("signup", "plan", "crm_stage")  # the same as flexbill.steps.RULES, without importing pandas here
 
 
+ALERT_ENV = "FLEXBILL_ALERT_EMAILS"  # comma-separated recipients of the billing DAG's failure e-mails
+ALERT_FROM_ENV = "FLEXBILL_ALERT_FROM"  # the sender (else the SMTP connection's from_email)
+SMTP_CONN_ENV = "FLEXBILL_SMTP_CONN_ID"  # the Airflow SMTP connection (default smtp_default)
+
+
+def on_billing_failure(context) -> None:
+    """on_failure_callback of the billing DAG's tasks: e-mail FLEXBILL_ALERT_EMAILS that date D failed or was
+    blocked, why, and where the data-quality report is (never a password). Without recipients it only logs."""
+    import logging
+
+    log = logging.getLogger("flexbill.alerts")
+    ti, exc = context.get("ti"), context.get("exception")
+    task = getattr(ti, "task_id", "?")
+    try:
+        d = billing_date(context.get("data_interval_start"))
+    except ValueError:
+        d = None
+    reason = " ".join(str(exc or "no reason recorded").split())
+    reason = redact_urls(reason)
+    blocked = "output validation failed" in reason
+    what = "BLOCKED by the output gate: nothing was published" if blocked else f"FAILED in task {task}"
+    report = os.path.join(_report_dir(), str(d), "index.html") if d else None
+    subject = f"flexbill: billing date {d} {('blocked' if blocked else 'failed')} ({task})"
+    log.error("%s: %s. Reason: %s. Report: %s", subject, what, reason, report)
+    recipients = [r.strip() for r in os.environ.get(ALERT_ENV, "").split(",") if r.strip()]
+    if not recipients:
+        return
+    from html import escape
+
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    run_id = getattr(ti, "run_id", None) or context.get("run_id")
+    todo = ("Do not send the date's invoices: fix the cause (a flexbill defect or a tampered staging result), then "
+            "clear the whole DAG run." if blocked else
+            "Read the task log, fix the cause, then clear the failed task (clearing is safe: nothing is billed twice).")
+    body = (f"<p><b>flexbill billing date {escape(str(d))}: {escape(what)}</b></p>"
+            f"<p>Reason: {escape(reason)}</p>"
+            f"<p>DAG run: {escape(str(run_id))}, task {escape(task)}.</p>"
+            + (f"<p>Data-quality report: {escape(report)}</p>" if report else "")
+            + f"<p>What to do: {escape(todo)}</p>")
+    notifier = SmtpNotifier(to=recipients, from_email=os.environ.get(ALERT_FROM_ENV) or None, subject=subject,
+                            html_content=body, smtp_conn_id=os.environ.get(SMTP_CONN_ENV) or None)
+    try:
+        notifier.notify(context)  # not __call__: the texts are final, never rendered as templates
+    except Exception as err:  # noqa: BLE001 - an unreachable mail server must not hide the failure itself
+        log.error("flexbill: the failure e-mail for %s could not be sent: %s", d, redact_urls(str(err)))
+
+
+def redact_urls(text: str) -> str:
+    """Database URLs in a message with their passwords hidden."""
+    import re
+
+    from .db.connect import redact
+
+    return re.sub(r"[a-z][a-z0-9+.-]*://\S+", lambda m: redact(m.group(0)), text)
+
+
+def _report_dir() -> str:
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.environ.get("FLEXBILL_REPORT_DIR") or os.path.join(home, "flexbill", "reports")
+
+
+# The billing DAG's tasks e-mail on failure (after their retries; a blocked gate or bad input is not retried).
+BILLING_ARGS = {**DAG_ARGS, "on_failure_callback": on_billing_failure}
+
+
 def billing_date(data_interval_start) -> date:
     """D = the start of the run's data interval (UTC)."""
     if data_interval_start is None:
@@ -80,35 +146,50 @@ def engine():
 
 
 def step(name: str, data_interval_start, run_id: str, *args):
-    """Run one step of flexbill.steps for this DAG run, in its own transaction."""
+    """Run one step of flexbill.steps for this DAG run, in its own transaction.
+
+    A blocked output gate or bad input fails the task at once (AirflowFailException: retrying cannot help);
+    a database error is retried with backoff."""
     from . import steps
     from .db.connect import require_schema
-    from .errors import OutputRejected
+    from .errors import InputError, OutputRejected
 
     eng = engine()
-    require_schema(eng)
-    run = steps.Run(billing_date(data_interval_start), run_id)
     try:
-        with eng.begin() as conn:
-            return getattr(steps, name)(conn, run, *args)
-    except OutputRejected as exc:
-        steps.record_failure(eng, run.billing_date, steps.utcnow(), str(exc))
-        try:  # finance sees the blocked run and why; the task fails either way
-            path = _report(eng, run.billing_date)
-        except Exception as report_exc:  # noqa: BLE001 - the rejection is the error to raise
-            raise OutputRejected(f"{exc} (the data-quality report failed too: {report_exc})") from None
-        raise OutputRejected(f"{exc} The data-quality report is {path}") from None
+        require_schema(eng)
+        run = steps.Run(billing_date(data_interval_start), run_id)
+        if name == "extract_snapshot":  # the first task: a date whose day is not over is refused as the CLI does
+            steps.check_cutoff(run.billing_date, steps.utcnow(), os.environ.get("FLEXBILL_ALLOW_FUTURE") == "1",
+                               "billing date")
+        try:
+            with eng.begin() as conn:
+                return getattr(steps, name)(conn, run, *args)
+        except OutputRejected as exc:
+            steps.record_failure(eng, run.billing_date, steps.utcnow(), str(exc))
+            try:  # finance sees the blocked run and why; the task fails either way
+                path = _report(eng, run.billing_date)
+            except Exception as report_exc:  # noqa: BLE001 - the rejection is the error to raise
+                _fail_now(OutputRejected(f"{exc} (the data-quality report failed too: {report_exc})"))
+            _fail_now(OutputRejected(f"{exc} The data-quality report is {path}"))
+    except InputError as exc:
+        _fail_now(exc)
     finally:
         eng.dispose()
+
+
+def _fail_now(exc: Exception):
+    """Fail the task without retries, with the message of `exc`."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
 
 
 def _report(eng, d: date) -> str:
     from .finance_report import write_report
 
     home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    out = os.environ.get("FLEXBILL_REPORT_DIR") or os.path.join(home, "flexbill", "reports")
     gx = os.environ.get("FLEXBILL_GX_DIR") or os.path.join(home, "flexbill", "gx")
-    return str(write_report(eng, d, out, gx))
+    return str(write_report(eng, d, _report_dir(), gx))
 
 
 def data_quality_report(data_interval_start) -> str:
@@ -156,47 +237,57 @@ def finalize_grace(data_interval_start) -> dict:
     from .invoicing import auto_finalize
     from .steps import utcnow
 
+    from .errors import InputError
+
     eng = engine()
     try:
         require_schema(eng)
         with eng.begin() as conn:
             dialect.lock_for_run(conn)
             return _finalized(auto_finalize(conn, billing_date(data_interval_start), utcnow()))
+    except InputError as exc:  # FLEXBILL_GRACE_DAYS malformed: retrying cannot help
+        _fail_now(exc)
     finally:
         eng.dispose()
 
 
 def finalize(params: dict) -> dict:
     """finance's approval (the `flexbill_finalize` DAG): `flexbill finalize --through <through> --actor <actor>`."""
-    from .cli import parse_date
     from .db import dialect
     from .db.connect import require_schema
+    from .inputs import check_actor, parse_date
     from .invoicing import finalize as run_finalize
     from .steps import utcnow
 
     through = parse_date(str(params.get("through") or ""), "through")
+    actor = check_actor(params.get("actor"), "actor")
     eng = engine()
     try:
         require_schema(eng)
         with eng.begin() as conn:
             dialect.lock_for_run(conn)
-            return _finalized(run_finalize(conn, through, str(params.get("actor") or ""), utcnow()))
+            return _finalized(run_finalize(conn, through, actor, utcnow()))
     finally:
         eng.dispose()
 
 
 def manual_event(params: dict) -> dict:
     """Record the manual suspend/lift of the trigger form, with the checks of `flexbill suspend|lift`."""
-    from .manual import parse_instant, record_manual_event
+    from .inputs import parse_instant
+    from .manual import record_manual_event
     from .steps import utcnow
 
     action = str(params.get("action") or "")
-    instant = parse_instant(params.get("at"), utcnow())
+    now = utcnow()
+    instant = parse_instant(params.get("at"), now, "at")
     eng = engine()
     try:
-        event = record_manual_event(eng, int(params["customer_id"]), action, params.get("actor") or "",
-                                    params.get("reason"), instant)
+        done = record_manual_event(eng, int(params["customer_id"]), action, params.get("actor") or "",
+                                   params.get("reason"), instant, now=now, future=bool(params.get("future")),
+                                   backdate=bool(params.get("backdate")))
     finally:
         eng.dispose()
-    return {"customer_id": event["customer_id"], "action": event["action"],
-            "occurred_at": event["occurred_at"].isoformat()}
+    event, impact = done.event, done.impact
+    return {"event_id": event["id"], "customer_id": event["customer_id"], "action": event["action"],
+            "occurred_at": event["occurred_at"].isoformat(), "first_billing_date": impact.first_date.isoformat(),
+            "billed_dates_changed": [d.isoformat() for d in impact.dates], "rerun": impact.rerun}

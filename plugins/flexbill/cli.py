@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import date
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import FlexbillError, InputError
+from .inputs import check_actor, parse_date
 
 app = typer.Typer(
     help="flexbill: suspension-aware batch invoicing for flexible-workspace operators.\n\n"
@@ -36,13 +37,27 @@ ReportOption = typer.Option(True, "--report/--no-report", envvar="FLEXBILL_REPOR
                             "[env FLEXBILL_REPORT=0 turns it off].")
 
 
-def parse_date(text: str, option: str) -> date:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text or ""):
-        raise InputError(f"{option} '{text}' is not a date: use YYYY-MM-DD, e.g. 2026-01-31")
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{option} '{text}' is not a real calendar date: check the day and month") from None
+def _example(*lines: str) -> str:
+    """A help epilog: what a billing operator would type."""
+    return "Example:\n\n" + "\n\n".join(f"  {line}" for line in lines)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("flexbill")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree without install
+            number = "unknown"
+        out.print(f"flexbill {number}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print flexbill's version and exit.")) -> None:
+    pass
 
 
 def _engine(db: Optional[str]):
@@ -56,14 +71,27 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _print_run(summary) -> None:
+def _late_kinds(conn, d: date) -> str:
+    """How D's late lines split: back-billed after a lift, or late (dates not run / recorded later)."""
+    from collections import Counter
+
+    from .finance_report import late_lines
+
+    kinds = Counter(row["kind"] for row in late_lines(conn, d))
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none billed late"
+
+
+def _print_run(summary, late: str | None = None) -> None:
     s = summary.stats
     mark = "PREVIEW (nothing was written) " if summary.preview else ""
     verb = "would publish" if summary.preview else "published"
+    late = f": {late}" if late else ""
     out.print(f"{mark}{summary.billing_date}: {verb} {s['invoices']} invoices ({s['lines']} lines, "
-              f"{s['back_billed_lines']} back-billed), skipped {s['contracts_skipped']} contracts, "
-              f"quarantined {s['quarantined_rows']} rows, {s['events_appended']} rule events "
+              f"{s['back_billed_lines']} for periods that started earlier{late}), skipped {s['contracts_skipped']} "
+              f"contracts, quarantined {s['quarantined_rows']} rows, {s['events_appended']} rule events "
               f"[{summary.seconds:.2f}s]", highlight=False)
+    if summary.gap:
+        out.print(f"warning: {summary.gap}", highlight=False)
     for currency, n, subtotal, tax, total in summary.totals:
         out.print(f"  {currency}: {n} invoices, subtotal {subtotal}, tax {tax}, total {total}", highlight=False)
     _print_lifecycle(summary.corrections, summary.finalized, summary.preview)
@@ -97,7 +125,7 @@ def _print_finalized(finalized, preview: bool = False) -> None:
         out.print(f"  drafts of {d} wait: its latest run did not publish (rerun it, then finalize)", highlight=False)
 
 
-@app.command("init-db")
+@app.command("init-db", epilog=_example("flexbill init-db --db postgresql://billing@db.internal:5432/billing"))
 def init_db(db: Optional[str] = DbOption) -> None:
     """Create every flexbill table that is missing (safe to run again)."""
     from .db.connect import init_db as create, redact
@@ -109,14 +137,16 @@ def init_db(db: Optional[str] = DbOption) -> None:
               highlight=False)
 
 
-@app.command()
+@app.command(epilog=_example("flexbill run --date 2026-10-31", "flexbill run --date 2026-10-31 --dry-run"))
 def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD): bills what is owed on D, "
                                   "as the world was at D+1 00:00 UTC."),
         db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
         gx_dir: Optional[str] = GxOption,
         dry_run: bool = typer.Option(False, "--dry-run", help="Preview: compute D exactly as a run would (rules, "
                                      "owed periods, filter, invoices, both gates), print it and write the report "
-                                     "page under <out>/<D>/preview/, and write nothing to the database.")) -> None:
+                                     "page under <out>/<D>/preview/, and write nothing to the database."),
+        allow_future: bool = typer.Option(False, "--allow-future", help="Run a date whose cutoff (D+1 00:00 UTC) "
+                                          "is still ahead: its data is not complete (tests and demos only).")) -> None:
     """Run billing for one date. A rerun replaces the date's drafts; a finalized invoice it would change is
     credited and replaced by a corrective invoice. Invoices up to D minus FLEXBILL_GRACE_DAYS (default 0) are
     finalized after the run."""
@@ -126,29 +156,34 @@ def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-D
     d = parse_date(date_, "--date")
     engine = _engine(db)
     if dry_run:
-        _preview(engine, d, report, out_dir, gx_dir)
+        _preview(engine, d, report, out_dir, gx_dir, allow_future)
         return
     try:
-        summary = run_billing_date(engine, d)
+        summary = run_billing_date(engine, d, allow_future=allow_future)
     except OutputRejected as exc:
         if report:  # finance sees the blocked run and why
             path = _write_report(engine, d, out_dir, gx_dir, after="was blocked")
             raise OutputRejected(f"{exc} The data-quality report is {path}") from None
         raise
-    _print_run(summary)
+    with engine.connect() as conn:
+        late = _late_kinds(conn, d) if summary.stats.get("back_billed_lines") else None
+    _print_run(summary, late)
     if report:
         _write_report(engine, d, out_dir, gx_dir, after="was published")
 
 
-def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Optional[str]) -> None:
+def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Optional[str],
+             allow_future: bool = False) -> None:
     """`run --dry-run`: the run in a transaction that is rolled back; the page is written from inside it."""
     from .errors import OutputRejected
     from .finance_report import write_report
     from .steps import run_billing_date
 
-    pages = []
+    pages, late = [], []
 
     def page(conn, summary) -> None:
+        if summary.stats.get("back_billed_lines"):
+            late.append(_late_kinds(conn, d))
         if report:
             try:
                 pages.append(write_report(engine, d, out_dir, gx_dir, conn=conn, preview=True))
@@ -159,11 +194,11 @@ def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Opti
                                     f"{type(exc).__name__}: {exc}") from None
 
     try:
-        summary = run_billing_date(engine, d, preview=page)
+        summary = run_billing_date(engine, d, preview=page, allow_future=allow_future)
     except OutputRejected as exc:
         where = f" The preview's data-quality report is {pages[0]}" if pages else ""
         raise OutputRejected(f"{exc}{where}") from None
-    _print_run(summary)
+    _print_run(summary, late[0] if late else None)
     if pages:
         out.print(f"preview data-quality report: {pages[0]}", highlight=False, soft_wrap=True)
 
@@ -182,7 +217,7 @@ def _write_report(engine, d: date, out_dir: Optional[str], gx_dir: Optional[str]
     return path
 
 
-@app.command()
+@app.command(epilog=_example("flexbill report --date 2026-10-31 --out /srv/finance/reports"))
 def report(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD)."),
            out_dir: Optional[str] = OutOption, gx_dir: Optional[str] = GxOption, db: Optional[str] = DbOption) -> None:
     """Write D's data-quality report for finance: an HTML page, CSV exports and the GX Data Docs."""
@@ -194,11 +229,13 @@ def report(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-M
     _write_report(engine, d, out_dir, gx_dir, after="is unchanged")
 
 
-@app.command()
+@app.command(epilog=_example("flexbill backfill --from 2026-10-01 --to 2026-10-31"))
 def backfill(from_: str = typer.Option(..., "--from", help="First billing date (YYYY-MM-DD)."),
              to: str = typer.Option(..., "--to", help="Last billing date (YYYY-MM-DD), inclusive."),
              db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
-             gx_dir: Optional[str] = GxOption) -> None:
+             gx_dir: Optional[str] = GxOption,
+             allow_future: bool = typer.Option(False, "--allow-future", help="Run dates whose cutoff is still ahead "
+                                               "(tests and demos only).")) -> None:
     """Run every billing date from --from to --to, in date order, one transaction each; then the last date's report."""
     from .db.connect import require_schema
     from .steps import backfill as run_range
@@ -209,6 +246,9 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
     total = (last - first).days + 1
     engine = _engine(db)
     require_schema(engine)  # fail with one line before the progress bar shows
+    from .steps import check_cutoff, utcnow
+
+    check_cutoff(last, utcnow(), allow_future, "--to")
     with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=err, transient=False) as bar:
         task = bar.add_task("", total=total)
@@ -216,9 +256,11 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
         def step(summary) -> None:
             bar.update(task, advance=1, description=f"{summary.billing_date} {summary.stats['invoices']} invoices")
 
-        summaries = run_range(engine, first, last, progress=step)
+        summaries = run_range(engine, first, last, progress=step, allow_future=allow_future)
     invoices = sum(s.stats["invoices"] for s in summaries)
     out.print(f"backfilled {len(summaries)} dates {first}..{last}: {invoices} invoices", highlight=False)
+    if summaries and summaries[0].gap:  # later dates follow each other: only the first can have a gap
+        out.print(f"warning: {summaries[0].gap}", highlight=False)
     notes = [n for x in summaries if x.corrections for n in x.corrections.credit_notes]
     corrective = [c for x in summaries if x.corrections for c in x.corrections.corrective]
     finalized = sum(x.finalized.count for x in summaries if x.finalized)
@@ -235,7 +277,7 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
         _write_report(engine, last, out_dir, gx_dir, after="was published")
 
 
-@app.command()
+@app.command(epilog=_example("flexbill finalize --through 2026-10-31 --actor ana@operator.example"))
 def finalize(through: str = typer.Option(..., "--through", help="Finalize every draft with a billing date on or "
                                          "before this date (YYYY-MM-DD)."),
              actor: str = typer.Option(..., "--actor", help="Who approves the invoices (an e-mail), kept on each "
@@ -249,6 +291,7 @@ def finalize(through: str = typer.Option(..., "--through", help="Finalize every 
     from .steps import utcnow
 
     d = parse_date(through, "--through")
+    actor = check_actor(actor)
     engine = _engine(db)
     require_schema(engine)
     with engine.begin() as conn:
@@ -260,7 +303,8 @@ def finalize(through: str = typer.Option(..., "--through", help="Finalize every 
     _print_finalized(done)
 
 
-@app.command()
+@app.command(epilog=_example("flexbill explain --contract 2166 --date 2026-09-03",
+                             "flexbill explain --contract 2166 --date 2026-09-03 --json"))
 def explain(contract: int = typer.Option(..., "--contract", help="Contract id."),
             date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD) that has run."),
             as_json: bool = typer.Option(False, "--json", help="Print the stable JSON form (see the README)."),
@@ -317,38 +361,87 @@ def _print_explanation(x) -> None:
         out.print(f"  next: {x.next_period['why']}", highlight=False)
 
 
-def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str]):
-    from .manual import parse_instant, record_manual_event
+def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str],
+            future: bool, backdate: bool):
+    from .inputs import parse_instant
+    from .manual import record_manual_event
     from .steps import utcnow
 
-    instant = parse_instant(at, utcnow())
-    event = record_manual_event(_engine(db), customer, action, actor, reason, instant)
-    out.print(f"customer {customer}: {action} recorded at {event['occurred_at']:%Y-%m-%d %H:%M:%S} UTC by {actor}",
-              highlight=False)
+    actor = check_actor(actor)
+    now = utcnow()
+    if future and at is None:
+        raise InputError("--future needs an explicit --at: the instant the event takes effect")
+    instant = parse_instant(at, now)
+    done = record_manual_event(_engine(db), customer, action, actor, reason, instant, now=now, future=future,
+                               backdate=backdate)
+    out.print(f"customer {customer}: {action} recorded at {instant:%Y-%m-%d %H:%M:%S} UTC by {actor} "
+              f"(event {done.event['id']})", highlight=False)
+    _print_impact(done.impact, "it")
+
+
+def _print_impact(impact, subject: str) -> None:
+    out.print(f"  {subject} first counts for billing date {impact.first_date} (every run whose cutoff, D+1 00:00 UTC, "
+              f"is after it){' and the dates already billed below' if impact.dates else ''}", highlight=False)
+    if not impact.dates:
+        return
+    span = f"{impact.dates[0]}..{impact.dates[-1]}" if len(impact.dates) > 1 else str(impact.dates[0])
+    out.print(f"  billed dates it changes ({len(impact.dates)}): {span}", highlight=False)
+    for d, invoice_id, number, status, currency, total in impact.invoices[:20]:
+        out.print(f"    {d} invoice {number or invoice_id} ({status}, {currency} {total})", highlight=False)
+    for d, contract, reason, periods in impact.skipped[:20]:
+        out.print(f"    {d} contract {contract} skipped ({reason}, {periods} owed periods)", highlight=False)
+    out.print(f"  nothing changes until you rerun them: {impact.rerun}. "
+              f"Rerun: flexbill backfill --from {impact.dates[0]} --to {impact.dates[-1]}", highlight=False)
 
 
 CustomerOpt = typer.Option(..., "--customer", help="Customer id.")
-ActorOpt = typer.Option(..., "--actor", help="Who does it (an admin's e-mail).")
+ActorOpt = typer.Option(..., "--actor", help="Who does it: your e-mail (or full name), kept in the audit trail.")
 ReasonOpt = typer.Option(None, "--reason", help="Why, for the audit trail.")
 AtOpt = typer.Option(None, "--at", help="Instant of the event, ISO 8601 (UTC unless an offset is given) "
                      "[default: now].", show_default=False)
+FutureOpt = typer.Option(False, "--future", help="Allow an --at in the future (the event takes effect then).")
+BackdateOpt = typer.Option(False, "--backdate", help="Allow an --at before the cutoff of billing dates already run "
+                           "(it changes what a rerun of them computes; the command lists them).")
 
 
-@app.command()
+@app.command(epilog=_example("flexbill suspend --customer 48 --actor ana@operator.example --reason 'card declined'",
+                             "flexbill suspend --customer 48 --actor ana@operator.example --at 2026-10-14T12:00Z "
+                             "--backdate"))
 def suspend(customer: int = CustomerOpt, actor: str = ActorOpt, reason: Optional[str] = ReasonOpt,
-            at: Optional[str] = AtOpt, db: Optional[str] = DbOption) -> None:
+            at: Optional[str] = AtOpt, future: bool = FutureOpt, backdate: bool = BackdateOpt,
+            db: Optional[str] = DbOption) -> None:
     """Suspend a customer: its contracts are not invoiced until a manual lift; periods stay owed."""
-    _manual("suspend", customer, actor, reason, at, db)
+    _manual("suspend", customer, actor, reason, at, db, future, backdate)
 
 
-@app.command()
+@app.command(epilog=_example("flexbill lift --customer 48 --actor ana@operator.example --reason 'paid in full'"))
 def lift(customer: int = CustomerOpt, actor: str = ActorOpt, reason: Optional[str] = ReasonOpt,
-         at: Optional[str] = AtOpt, db: Optional[str] = DbOption) -> None:
+         at: Optional[str] = AtOpt, future: bool = FutureOpt, backdate: bool = BackdateOpt,
+         db: Optional[str] = DbOption) -> None:
     """Lift a customer's suspension: the next run invoices every period missed while suspended."""
-    _manual("lift", customer, actor, reason, at, db)
+    _manual("lift", customer, actor, reason, at, db, future, backdate)
 
 
-@app.command()
+@app.command("void-event", epilog=_example("flexbill void-event --id 731 --actor ana@operator.example "
+                                           "--reason 'typo: year 2030 for 2026'"))
+def void_event(event_id: int = typer.Option(..., "--id", help="The event's id (suspension_events.id), as "
+                                            "`flexbill suspend|lift` printed it."),
+               actor: str = ActorOpt,
+               reason: str = typer.Option(..., "--reason", help="Why the event was a mistake (kept with the void)."),
+               backdate: bool = BackdateOpt, db: Optional[str] = DbOption) -> None:
+    """Void a manual event recorded by mistake: the log stays as it is (append-only), a void is recorded beside
+    it and nothing counts the event any more (not runs, reruns or the checks of suspend and lift)."""
+    from .manual import void_event as run_void
+
+    actor = check_actor(actor)
+    done = run_void(_engine(db), event_id, actor, reason, backdate=backdate)
+    e = done.event
+    out.print(f"event {event_id} ({e['action']} of customer {e['customer_id']} at {e['occurred_at']:%Y-%m-%d %H:%M:%S}"
+              f" UTC) voided by {actor}", highlight=False)
+    _print_impact(done.impact, "the void")
+
+
+@app.command(epilog=_example("flexbill demo", "flexbill demo --days 30 --customers 500 --no-report"))
 def demo(db: Optional[str] = typer.Option(None, "--db", help="Database to build the demo in "
                                           "[default: sqlite:///var/demo.sqlite, recreated]", show_default=False),
          days: int = typer.Option(90, "--days", min=1, help="How many days to backfill."),
@@ -365,12 +458,22 @@ def demo(db: Optional[str] = typer.Option(None, "--db", help="Database to build 
 
 def main() -> None:
     try:
-        app()
+        result = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `flexbill` alone: the help, as it was asked for
+        out.print(exc.ctx.get_help(), highlight=False)
+        sys.exit(0)
+    except click.exceptions.UsageError as exc:  # a typo in the command line: one line, like every other error
+        where = exc.ctx.command_path if exc.ctx is not None else "flexbill"
+        _fail(f"{exc.format_message()} (see `{where} --help`)")
+    except click.exceptions.Abort:
+        err.print("interrupted: the open transaction was rolled back, nothing was written for the current date")
+        sys.exit(130)
     except FlexbillError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         err.print("interrupted: the open transaction was rolled back, nothing was written for the current date")
         sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

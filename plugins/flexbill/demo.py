@@ -78,6 +78,8 @@ def build_operator(engine, customers: int, first: date, last: date, seed: int) -
     entry_id = 0
     for cid in range(1, customers + 1):
         lid = rng.choice([1, 1, 2, 2, 3])
+        if cid <= 7:  # the bad rows below need a London customer and six Lisbon ones, however few customers
+            lid = 2 if cid == 1 else 1
         joined_late = rng.random() < 0.12
         created = _stamp(rng, first if joined_late else history_start, last if joined_late else first)
         archived = _stamp(rng, first, last) if rng.random() < 0.03 else None
@@ -202,6 +204,21 @@ def correct_bad_plan(engine, last: date, console: Console) -> list[date]:
     return dates
 
 
+def _require_empty(engine, url: str) -> None:
+    """The demo builds its own operator: it refuses a database that already holds one (it would mix the two)."""
+    from sqlalchemy import func, select
+
+    from .errors import InputError
+
+    with engine.connect() as conn:
+        held = {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in s.SOURCE_TABLES}
+    held = {name: n for name, n in held.items() if n}
+    if held:
+        rows = ", ".join(f"{n} {name}" for name, n in held.items())
+        raise InputError(f"the demo builds its own operator, and {redact(url)} already holds data ({rows}): give it "
+                         "an empty database with --db, or leave --db out (var/demo.sqlite is recreated each time)")
+
+
 def run_demo(url: str | None, days: int, customers: int, seed: int, console: Console,
              progress_console: Console):
     """Build and backfill the demo operator, print the operator summary; returns (engine, last billing date)."""
@@ -215,6 +232,7 @@ def run_demo(url: str | None, days: int, customers: int, seed: int, console: Con
             Path(f"var/demo.sqlite{suffix}").unlink(missing_ok=True)
     engine = make_engine(url)
     init_db(engine)
+    _require_empty(engine, url)
     first = WINDOW_END - timedelta(days=days - 1)
     t0 = time.perf_counter()
     counts = build_operator(engine, customers, first, WINDOW_END, seed)

@@ -205,6 +205,7 @@ def _customer_state(conn: Connection, customer_id: int, customer, cutoff: dateti
     e = s.suspension_events
     frame = extract.read_table(conn, e, cutoff, where=e.c.customer_id == customer_id)
     frame = frame[frame["id"].notna() & frame["occurred_at"].notna() & ~frame["id"].isin(list(held))]
+    frame = extract.without_voided(conn, frame)  # voided by `flexbill void-event`: never counted
     frame = frame.sort_values(["occurred_at", "id"], kind="stable")  # quarantined events do not count
     rows = [{k: (None if v is None or (not isinstance(v, str) and v != v) else v) for k, v in r.items()}
             for r in frame.to_dict("records")]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -90,15 +90,90 @@ def skipped(conn: Connection, d: date) -> list[dict]:
             for r, cur, n, p, a in rows]
 
 
-def back_billed(conn: Connection, d: date) -> list[dict]:
-    """Lines of D for periods that started before D: missed while suspended, billed after a lift."""
-    i, li = s.invoices, s.invoice_lines
-    rows = conn.execute(
-        select(i.c.currency, func.count(func.distinct(i.c.customer_id)), func.count(), func.sum(li.c.amount))
-        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+AFTER_LIFT, NOT_RUN, RECORDED_LATE = "back-billed after a lift", "late (dates not run)", "late (recorded or fixed later)"
+
+
+def late_lines(conn: Connection, d: date) -> list[dict]:
+    """D's lines for periods that started before D, each with why it is billed late: `back-billed after a lift`
+    (the customer was suspended at the cutoff of the period's own start date, so no run could bill it then),
+    `late (dates not run)` (a billing date from the period's start to D - 1 has no published run), or `late
+    (recorded or fixed later)` (every date ran: the contract was recorded after them, fixed out of quarantine, or
+    the date is rerun out of order)."""
+    import pandas as pd
+
+    from . import rules
+    from .db import extract
+
+    i, li, r, c = s.invoices, s.invoice_lines, s.billing_runs, s.customers
+    rows = [dict(x._mapping) for x in conn.execute(
+        select(i.c.currency, i.c.customer_id, c.c.full_name, li.c.contract_id, li.c.period_start, li.c.amount)
+        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id).outerjoin(c, c.c.id == i.c.customer_id))
         .where(i.c.billing_date == d, li.c.period_start < d, live())
-        .group_by(i.c.currency).order_by(i.c.currency)).all()
-    return [{"currency": c, "customers": n, "periods": p, "amount": _money(a)} for c, n, p, a in rows]
+        .order_by(i.c.currency, i.c.customer_id, li.c.contract_id, li.c.period_start))]
+    if not rows:
+        return []
+    for row in rows:
+        row["period_start"] = _as_date(row["period_start"])
+        row["amount"] = _money(row["amount"])
+    first = min(row["period_start"] for row in rows)
+    customers = sorted({int(row["customer_id"]) for row in rows})
+    e, q = s.suspension_events, s.quarantine
+    held = set(conn.execute(select(q.c.row_id).where(q.c.billing_date == d, q.c.source_table == "suspension_events"))
+               .scalars())
+    events = pd.concat([extract.read_table(conn, e, where=e.c.customer_id.in_(customers[at:at + 5000]))
+                        for at in range(0, len(customers), 5000)], ignore_index=True)
+    events = extract.without_voided(conn, events[~events["id"].isin(list(held)) & events["occurred_at"].notna()])
+    suspended_on: dict[date, pd.Series] = {}
+    for start in sorted({row["period_start"] for row in rows}):
+        cutoff = datetime.combine(start, datetime.min.time()) + timedelta(days=1)
+        suspended_on[start] = rules.suspended_at(events, cutoff)
+    published = {_as_date(day) for day in conn.execute(select(r.c.billing_date).where(
+        r.c.billing_date.between(first, d - timedelta(days=1)), r.c.status == "published")).scalars()}
+    for row in rows:
+        start = row["period_start"]
+        if bool(suspended_on[start].get(int(row["customer_id"]), False)):
+            row["kind"] = AFTER_LIFT
+        elif any(start + timedelta(days=n) not in published for n in range((d - start).days)):
+            row["kind"] = NOT_RUN
+        else:
+            row["kind"] = RECORDED_LATE
+    return rows
+
+
+def back_billed(conn: Connection, d: date, lines: list[dict] | None = None) -> list[dict]:
+    """Lines of D for periods that started before D, per currency and why they are late (see late_lines)."""
+    groups: dict[tuple, dict] = {}
+    for row in late_lines(conn, d) if lines is None else lines:
+        g = groups.setdefault((row["currency"], row["kind"]), {"currency": row["currency"], "kind": row["kind"],
+                                                                "customers": set(), "periods": 0,
+                                                                "amount": Decimal("0.00")})
+        g["customers"].add(row["customer_id"])
+        g["periods"] += 1
+        g["amount"] += row["amount"]
+    return [{**g, "customers": len(g["customers"])} for _, g in sorted(groups.items())]
+
+
+def invoice_list(conn: Connection, d: date, limit: int = LIST_MAX) -> dict:
+    """D's invoices (the first `limit`, by number, drafts after): number or id, status, customer, totals."""
+    i, c = s.invoices, s.customers
+    total = conn.execute(select(func.count()).select_from(i).where(i.c.billing_date == d)).scalar_one()
+    rows = [dict(x._mapping) for x in conn.execute(
+        select(i.c.invoice_id, i.c.number, i.c.status, i.c.customer_id, c.c.full_name, i.c.currency, i.c.subtotal,
+               i.c.tax, i.c.total, i.c.corrects)
+        .select_from(i.outerjoin(c, c.c.id == i.c.customer_id)).where(i.c.billing_date == d)
+        .order_by(i.c.number.is_(None), i.c.number, i.c.invoice_id).limit(limit))]
+    return {"rows": rows, "total": total}
+
+
+def skipped_list(conn: Connection, d: date, limit: int = LIST_MAX) -> dict:
+    """D's skipped contracts, per customer: what stays owed (suspended) and what is not billed (archived)."""
+    k, c = s.skipped_contracts, s.customers
+    total = conn.execute(select(func.count()).select_from(k).where(k.c.billing_date == d)).scalar_one()
+    rows = [dict(x._mapping) for x in conn.execute(
+        select(k.c.customer_id, c.c.full_name, k.c.contract_id, k.c.reason, k.c.owed_periods, k.c.owed_amount)
+        .select_from(k.outerjoin(c, c.c.id == k.c.customer_id)).where(k.c.billing_date == d)
+        .order_by(k.c.reason, k.c.customer_id, k.c.contract_id).limit(limit))]
+    return {"rows": rows, "total": total}
 
 
 def lifecycle(conn: Connection, d: date) -> dict:
@@ -195,6 +270,7 @@ def portal_review(conn: Connection, d: date, src: dict | None = None) -> list[di
         src = extract.snapshot(conn, cutoff)
     valid = {name: src[name][~src[name]["id"].isin([rid for t, rid in held if t == name])]
              for name in ("customers", "suspension_events")}
+    valid["suspension_events"] = extract.without_voided(conn, valid["suspension_events"])
     suspended = rules.suspended_at(valid["suspension_events"], cutoff)
     frame = report.suspended_with_portal_access(valid["customers"], src["contracts"], suspended, d)
     names = _names(conn, frame["customer_id"].tolist())
@@ -228,7 +304,8 @@ def _suspended_since(events, cutoff) -> dict:
 
 
 def reconciliation(conn: Connection, d: date) -> dict | None:
-    """Contracts with owed periods = invoiced + skipped + quarantined (+ billed on later dates), from the tables."""
+    """The run's reconciliation as billing_runs records it (contracts with computable owed periods = invoiced +
+    skipped + billed on later dates; quarantined contracts beside them), checked against the output tables."""
     run = conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == d)).mappings().first()
     if run is None:
         return None
@@ -239,20 +316,22 @@ def reconciliation(conn: Connection, d: date) -> dict | None:
     skipped_n = conn.execute(select(func.count()).where(k.c.billing_date == d)).scalar_one()
     quarantined = conn.execute(select(func.count()).where(
         and_(q.c.billing_date == d, q.c.source_table == "contracts"))).scalar_one()
-    owed = run["contracts_owed"] + run["contracts_quarantined"]
-    later = run["contracts_billed_later"]
-    ok = (owed == invoiced + skipped_n + quarantined + later
+    owed, later = run["contracts_owed"], run["contracts_billed_later"]
+    ok = (owed == invoiced + skipped_n + later
           and (run["contracts_invoiced"], run["contracts_skipped"], run["contracts_quarantined"])
           == (invoiced, skipped_n, quarantined))
     return {"owed": owed, "invoiced": invoiced, "skipped": skipped_n, "quarantined": quarantined,
-            "billed_later": later, "ok": ok}
+            "billed_later": later, "ok": ok, "status": run["status"]}
 
 
 def history(conn: Connection, d: date, days: int = HISTORY_DAYS) -> dict:
-    """Per date of the last `days` ending at D: invoiced total per currency and quarantined rows."""
+    """Per date of the last `days` ending at D: invoiced total per currency and quarantined rows; a date without a
+    published run is None (a gap on the chart), never a zero."""
     first = d - timedelta(days=days - 1)
-    i, q = s.invoices, s.quarantine
+    i, q, r = s.invoices, s.quarantine, s.billing_runs
     dates = [first + timedelta(days=n) for n in range(days)]
+    ran = {_as_date(day) for day in conn.execute(select(r.c.billing_date).where(
+        r.c.billing_date.between(first, d), r.c.status == "published")).scalars()}
     totals: dict[str, dict] = {}
     for day, cur, total in conn.execute(
             select(i.c.billing_date, i.c.currency, func.sum(i.c.total))
@@ -261,9 +340,10 @@ def history(conn: Connection, d: date, days: int = HISTORY_DAYS) -> dict:
     quarantined = {_as_date(day): n for day, n in conn.execute(
         select(q.c.billing_date, func.count()).where(q.c.billing_date.between(first, d))
         .group_by(q.c.billing_date)).all()}
-    return {"dates": dates,
-            "totals": {cur: [by_day.get(day, Decimal("0.00")) for day in dates] for cur, by_day in sorted(totals.items())},
-            "quarantined": [quarantined.get(day, 0) for day in dates]}
+    return {"dates": dates, "ran": [day in ran for day in dates],
+            "totals": {cur: [by_day.get(day, Decimal("0.00")) if day in ran else None for day in dates]
+                       for cur, by_day in sorted(totals.items())},
+            "quarantined": [quarantined.get(day, 0) if day in ran else None for day in dates]}
 
 
 def _as_date(value) -> date:
@@ -277,7 +357,8 @@ def _money(value) -> Decimal:
 # ------------------------------------------------------------------ rendering
 
 def chart_svg(hist: dict) -> str:
-    """The last dates' invoiced totals (per currency) and quarantined rows, as an inline SVG (matplotlib)."""
+    """The last dates' invoiced totals, one panel per currency (amounts in two currencies never share an axis),
+    and quarantined rows, as an inline SVG (matplotlib).  A date without a published run is a gap, not a zero."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,15 +366,25 @@ def chart_svg(hist: dict) -> str:
     from matplotlib.ticker import MaxNLocator
 
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.6), sharex=True, height_ratios=[3, 1.3])
+    currencies = list(hist["totals"].items())
+    panels = max(len(currencies), 1)
+    fig, axes = plt.subplots(panels + 1, 1, figsize=(9, 1.8 * panels + 1.6), sharex=True,
+                             height_ratios=[3] * panels + [1.3], squeeze=False)
+    axes = [a[0] for a in axes]
     x = list(range(len(hist["dates"])))
-    for currency, values in hist["totals"].items():
-        top.plot(x, [float(v) for v in values], marker="o", markersize=3, label=currency)  # display only
-    top.set_ylabel("invoiced total")
-    top.grid(alpha=0.3)
-    if hist["totals"]:
-        top.legend(loc="upper left", ncols=len(hist["totals"]), frameon=False)
-    bottom.bar(x, hist["quarantined"], color="#c0392b")
+    nan = float("nan")
+    for ax, (currency, values) in zip(axes, currencies):
+        ax.plot(x, [nan if v is None else float(v) for v in values], marker="o", markersize=3)  # display only
+        ax.set_ylabel(f"{currency} invoiced")
+        ax.grid(alpha=0.3)
+    if not currencies:
+        axes[0].text(0.5, 0.5, "no invoices in these dates", ha="center", va="center", transform=axes[0].transAxes)
+    bottom = axes[-1]
+    bottom.bar(x, [nan if v is None else v for v in hist["quarantined"]], color="#c0392b")
+    for n, ran in enumerate(hist.get("ran", [])):
+        if not ran:  # a date never run (or blocked): shaded on every panel, so nobody reads it as zero
+            for ax in axes:
+                ax.axvspan(n - 0.5, n + 0.5, color="#d5dbe3", alpha=0.5, lw=0)
     bottom.set_ylabel("quarantined rows")
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.grid(alpha=0.3, axis="y")
@@ -323,9 +414,18 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
         writer.writerows(rows)
 
 
+EXPORTS = ("invoices", "invoice_lines", "credit_notes", "skipped", "quarantine")
+
+
 def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
-    i, k, q, cn = s.invoices, s.skipped_contracts, s.quarantine, s.credit_notes
-    paths = {name: folder / f"{name}.csv" for name in ("invoices", "skipped", "quarantine", "credit_notes")}
+    """The date's rows as CSV (for a spreadsheet) and Parquet (for analysts: typed columns, money as decimals)."""
+    i, k, q, cn, li = s.invoices, s.skipped_contracts, s.quarantine, s.credit_notes, s.invoice_lines
+    paths = {name: folder / f"{name}.csv" for name in EXPORTS}
+    cols = ["invoice_id", "contract_id", "period_start", "period_end", "quantity", "unit_price", "amount", "prorated"]
+    _write_csv(paths["invoice_lines"], ["billing_date", "status", *cols], conn.execute(
+        select(i.c.billing_date, i.c.status, *(li.c[c] for c in cols))
+        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id)).where(i.c.billing_date == d)
+        .order_by(li.c.invoice_id, li.c.contract_id, li.c.period_start)).all())
     cols = ["invoice_id", "customer_id", "location_id", "billing_date", "currency", "subtotal", "tax", "total",
             "status", "number", "finalized_at", "finalized_by", "corrects"]
     _write_csv(paths["invoices"], cols, conn.execute(
@@ -339,7 +439,43 @@ def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
     _write_csv(paths["quarantine"], ["billing_date", "source_table", "row_id", "reason"], conn.execute(
         select(q.c.billing_date, q.c.source_table, q.c.row_id, q.c.reason).where(q.c.billing_date == d)
         .order_by(q.c.source_table, q.c.row_id)).all())
+    for name in EXPORTS:
+        paths[f"{name}.parquet"] = _parquet(paths[name])
     return paths
+
+
+def _parquet(csv_path: Path) -> Path:
+    """The CSV's rows as Parquet: dates as dates, timestamps as timestamps, money as decimal(18, 2)."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    money = {"subtotal", "tax", "total", "unit_price", "amount", "owed_amount"}
+    stamps = {"finalized_at", "issued_at"}
+    dates = {"billing_date", "period_start", "period_end"}
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    types = {c: pa.string() for c in header}
+    types.update({c: pa.date32() for c in header if c in dates})
+    types.update({c: pa.timestamp("us") for c in header if c in stamps})
+    table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                          strings_can_be_null=True))
+    columns = []
+    for name in table.column_names:
+        column = table[name]
+        if name in money:
+            column = pa.array([None if v is None else decimal.Decimal(v) for v in column.to_pylist()],
+                              type=pa.decimal128(18, 2))
+        elif name in ("customer_id", "location_id", "contract_id", "row_id", "quantity", "owed_periods"):
+            column = pa.array([None if v is None else int(v) for v in column.to_pylist()], type=pa.int64())
+        elif name == "prorated":
+            column = pa.array([None if v is None else v in ("True", "true", "1") for v in column.to_pylist()])
+        columns.append(column)
+    out = csv_path.with_suffix(".parquet")
+    pq.write_table(pa.table(columns, names=table.column_names), out)
+    return out
 
 
 def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
@@ -381,18 +517,28 @@ def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory,
     del src  # the stacked frame is all validation needs: do not hold both
     dq = quality.validate_date(conn, d, gx_directory, inputs, run_name=f"flexbill-{d}" + ("-preview" if preview else ""))
     del inputs
+    from .steps import gap_before
+
     rows = invoices_by_location(conn, d)
     hist = history(conn, d)
-    return {
+    late = late_lines(conn, d)
+    status = _previewed(run_status(conn, d)) if preview else run_status(conn, d)
+    dq.checks.sort(key=lambda c: c.success)  # failed checks first (a stable sort keeps the suites' order)
+    data = {
         "billing_date": d,
         "preview": preview,
         "database": redact(engine.url.render_as_string(hide_password=False)),
-        "status": _previewed(run_status(conn, d)) if preview else run_status(conn, d),
+        "status": status,
+        "gap": gap_before(conn, d).message(d) if status["state"] != "not run" else None,
         "invoices": rows,
         "currencies": totals_by_currency(rows),
         "lifecycle": lifecycle(conn, d),
+        "invoice_list": invoice_list(conn, d),
         "skipped": skipped(conn, d),
-        "back_billed": back_billed(conn, d),
+        "skipped_list": skipped_list(conn, d),
+        "back_billed": back_billed(conn, d, late),
+        "late_lines": late[:LIST_MAX],
+        "late_total": len(late),
         "quarantine": quarantine(conn, d),
         "active_users": active_users(conn, d),
         "portal_review": portal,
@@ -403,7 +549,38 @@ def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory,
         "history": hist,
         "chart": chart_svg(hist),
         "csv": {name: path.name for name, path in export_csvs(conn, d, folder).items()},
+        "list_max": LIST_MAX,
     }
+    data["action"] = finance_action(data)
+    return data
+
+
+def finance_action(data: dict) -> dict:
+    """The one thing finance must do about the date, as a badge: (kind, label, sentence)."""
+    d, status, life, rec = data["billing_date"], data["status"], data["lifecycle"], data["reconciliation"]
+    state = status["state"]
+    if state.endswith("not run"):
+        return {"kind": "bad", "label": "NOT RUN", "text": f"Nothing was billed for {d}: run `flexbill run --date {d}`."}
+    if "blocked" in state:
+        return {"kind": "bad", "label": "DO NOT SEND",
+                "text": "The output gate blocked this date: nothing new was published. Fix the cause (below), then "
+                        "rerun the date."}
+    if rec is not None and not rec["ok"]:
+        return {"kind": "bad", "label": "STOP",
+                "text": "The reconciliation does not add up: do not send; report it (a flexbill defect)."}
+    if data["preview"]:
+        return {"kind": "warn", "label": "PREVIEW", "text": "Check these figures, then run the date to bill it."}
+    if life["counts"]["draft"]:
+        return {"kind": "warn", "label": "APPROVE DRAFTS",
+                "text": f"{life['counts']['draft']} draft invoices wait: review them, then `flexbill finalize "
+                        f"--through {d} --actor <you>`."}
+    if data["gap"]:
+        return {"kind": "warn", "label": "CHECK EARLIER DATES", "text": data["gap"]}
+    n = life["counts"]["finalized"]
+    return {"kind": "ok", "label": "READY TO SEND",
+            "text": f"{n} invoice{'s' * (n != 1)} of {d} are final and reconciled: send them."
+                    + (f" {len(data['quarantine'])} source rows are quarantined: fix them (below)." if data['quarantine']
+                       else "")}
 
 
 def _link(target: Path | None, folder: Path) -> str | None:

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from . import billing, invoicing, report, rules, validation
 from .db import dialect, extract, schema
 from .db.connect import redact, require_schema
-from .errors import DatabaseError, FlexbillError, OutputRejected
+from .errors import DatabaseError, FlexbillError, InputError, OutputRejected
 from .frames import lookup
 from .money import from_cents
 from .pause import pause
@@ -56,6 +56,51 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def check_cutoff(d: date, now: datetime, allow_future: bool, option: str = "--date") -> None:
+    """Refuse a billing date whose cutoff (D+1 00:00 UTC) is after `now`: its day is not over, so its data is not
+    complete (a contract created tonight would be missed, and nothing would ever bill it on D again)."""
+    cutoff = cutoff_of(d)
+    if cutoff > now and not allow_future:
+        raise InputError(f"{option} {d} cannot be billed yet: its cutoff, {cutoff:%Y-%m-%d %H:%M} UTC, is after now "
+                         f"({now:%Y-%m-%d %H:%M} UTC), so its data is not complete. Bill it from "
+                         f"{cutoff:%Y-%m-%d %H:%M} UTC on (--allow-future runs it anyway, for tests and demos)")
+
+
+@dataclass
+class Gap:
+    """Billing dates before D that have no published run: their periods are billed on D as late ones."""
+
+    previous: date | None  # the last published billing date before D (None: none before D)
+    missing: int  # dates between it and D without a published run (0: D - 1 published)
+    blocked: bool  # D - 1 ran, but its latest run was blocked by the output gate
+
+    def message(self, d: date) -> str | None:
+        if self.missing == 0:
+            return None
+        day_before = d - timedelta(days=1)
+        if self.previous is None:
+            return (f"no billing date before {d} has a published run: if this operator is new, that is expected; "
+                    f"otherwise run the earlier dates first (periods owed before {d} are billed on it as late)")
+        if self.missing == 1:
+            state = "was blocked by the output gate" if self.blocked else "was never run"
+            return (f"{day_before} has no published run (it {state}): its periods are billed on {d} as late; "
+                    f"run {day_before} first to bill them on their own date")
+        return (f"{day_before} has no published run: the {self.missing} dates {self.previous + timedelta(days=1)}.."
+                f"{day_before} were never published (last published: {self.previous}); their periods are billed on "
+                f"{d} as late; backfill them first to bill each on its own date")
+
+
+def gap_before(conn: Connection, d: date) -> Gap:
+    r = schema.billing_runs
+    previous = conn.execute(select(func.max(r.c.billing_date)).where(r.c.billing_date < d,
+                                                                       r.c.status == "published")).scalar()
+    if previous is None:
+        return Gap(None, 1, False)
+    previous = previous if isinstance(previous, date) else date.fromisoformat(str(previous)[:10])
+    blocked = conn.execute(select(r.c.status).where(r.c.billing_date == d - timedelta(days=1))).scalar() == "failed"
+    return Gap(previous, (d - previous).days - 1, blocked)
+
+
 @dataclass
 class RunSummary:
     billing_date: date
@@ -66,6 +111,7 @@ class RunSummary:
     corrections: invoicing.Corrections | None = None  # drafts written, finalized kept, credit notes, corrective
     finalized: invoicing.Finalized | None = None  # the grace-period finalization that followed the publish
     preview: bool = False  # a dry run: computed, then rolled back
+    gap: str | None = None  # a warning: D - 1 has no published run (dates never run, or blocked)
 
 
 _pause = pause  # the fault suite's hook (flexbill.pause)
@@ -282,7 +328,7 @@ def _suspended(conn: Connection, run: Run, memo: Memo) -> pd.Series:
     """customer_id -> suspended at the cutoff, from the valid events (rule events included)."""
     if "suspended" not in memo:
         events = extract.read_table(conn, schema.suspension_events, run.cutoff)  # rule events included
-        events = _without_quarantined(conn, run, memo, "suspension_events", events)
+        events = extract.without_voided(conn, _without_quarantined(conn, run, memo, "suspension_events", events))
         memo["suspended"] = rules.suspended_at(events, run.cutoff)
     return memo["suspended"]
 
@@ -506,7 +552,8 @@ def _release(memo: Memo) -> None:
 
 def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
                      on_step: Callable[[str, float], None] | None = None,
-                     preview: Callable[[Connection, RunSummary], object] | None = None) -> RunSummary:
+                     preview: Callable[[Connection, RunSummary], object] | None = None,
+                     allow_future: bool = False) -> RunSummary:
     """Every step for date D in one transaction holding the run lock (the `flexbill run` path), then the
     grace-period finalization (FLEXBILL_GRACE_DAYS) in the same transaction.
 
@@ -515,9 +562,10 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
     `preview` is called on the open transaction (it reads what the run would publish: the report page), then
     the transaction is rolled back, so the database is left as it was.  A blocked preview raises OutputRejected
     after `preview` saw the blocked date."""
+    started = utcnow()
+    check_cutoff(d, started, allow_future)
     require_schema(engine)
     invoicing.grace_days()  # a malformed FLEXBILL_GRACE_DAYS fails before anything runs
-    started = utcnow()
     t0 = time.perf_counter()
     run, memo = Run.new(d), Memo(in_process=True, preview=preview is not None)
 
@@ -553,6 +601,7 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
                     preview(conn, RunSummary(d, "blocked", preview=True))
                     raise OutputRejected(f"preview of {d} (nothing was written): {exc}") from None
                 summary = step("publish", publish, conn, run, memo)
+                summary.gap = gap_before(conn, d).message(d)
                 summary.finalized = step("finalize", invoicing.auto_finalize, conn, d, utcnow())
                 _pause("before_commit")
                 if preview is not None:
@@ -579,15 +628,17 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
     return summary
 
 
-def backfill(engine: Engine, first: date, last: date, progress: Callable[[RunSummary], None] | None = None) -> list[RunSummary]:
+def backfill(engine: Engine, first: date, last: date, progress: Callable[[RunSummary], None] | None = None,
+             allow_future: bool = False) -> list[RunSummary]:
     """Run every date from `first` to `last`, in order; stops at the first failure."""
     summaries = []
+    check_cutoff(last, utcnow(), allow_future, "--to")
     require_schema(engine)
     with engine.connect() as conn:  # validate each row version once for the whole range
         validation.prime(extract.snapshot(conn, cutoff_of(last)))
     d = first
     while d <= last:
-        summary = run_billing_date(engine, d)
+        summary = run_billing_date(engine, d, allow_future=allow_future)
         summaries.append(summary)
         if progress:
             progress(summary)

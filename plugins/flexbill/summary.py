@@ -56,13 +56,21 @@ def skipped_by_reason(conn, first: date, last: date):
 
 
 def back_billed(conn, first: date, last: date):
-    """Lines for periods that started before their billing date: missed while suspended, billed after a lift."""
-    i, li = s.invoices, s.invoice_lines
-    return conn.execute(
-        select(i.c.currency, func.count(func.distinct(i.c.customer_id)), func.count(), func.sum(li.c.amount))
-        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
-        .where(i.c.billing_date.between(first, last), li.c.period_start < i.c.billing_date, i.c.status != "credited")
-        .group_by(i.c.currency).order_by(i.c.currency)).all()
+    """Lines for periods that started before their billing date, per currency and why: back-billed after a lift,
+    or late (dates not run, or recorded or fixed later): see finance_report.late_lines."""
+    from .finance_report import late_lines
+
+    r = s.billing_runs
+    groups: dict = {}
+    for day in conn.execute(select(r.c.billing_date).where(r.c.billing_date.between(first, last),
+                                                           r.c.status == "published")).scalars():
+        day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+        for row in late_lines(conn, day):
+            g = groups.setdefault((row["currency"], row["kind"]), [set(), 0, 0])
+            g[0].add(row["customer_id"])
+            g[1] += 1
+            g[2] += row["amount"]
+    return [(cur, kind, len(g[0]), g[1], g[2]) for (cur, kind), g in sorted(groups.items())]
 
 
 def quarantine_rows(conn, billing_date: date):
@@ -105,10 +113,10 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
             t.add_row(reason, str(contracts), str(n))
         console.print(t)
 
-        t = _table("Back-billed after lifts (periods invoiced after their start date)", "currency", "customers",
+        t = _table("Billed late (periods invoiced after their start date)", "currency", "why", "customers",
                    "periods", "amount")
-        for cur, customers, n, amount in back_billed(conn, first, last):
-            t.add_row(cur, str(customers), str(n), f"{amount:,.2f}")
+        for cur, kind, customers, n, amount in back_billed(conn, first, last):
+            t.add_row(cur, kind, str(customers), str(n), f"{amount:,.2f}")
         console.print(t)
 
         t = _table("Suspension events by source", "source", "action", "events")

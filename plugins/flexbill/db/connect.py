@@ -52,8 +52,17 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+SUPPORTED_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+
+
 def make_engine(url: str | None = None) -> Engine:
-    url = url or default_url()
+    """The engine of a SQLAlchemy URL (None: FLEXBILL_DB_URL, else the embedded file).  Nothing is created or
+    connected here: a SQLite file that does not exist is reported by `require_schema` (only `init_db` creates one)."""
+    url = default_url() if url is None else url
+    if not str(url).strip():
+        raise DatabaseError("the database URL is empty: give --db a SQLAlchemy URL (e.g. sqlite:///var/flexbill.sqlite "
+                            "or postgresql://user@host:5432/dbname), or leave --db out to use $FLEXBILL_DB_URL or the "
+                            "embedded SQLite file")
     try:
         parsed = make_url(url)
         _ = parsed.port  # a non-numeric port raises here, not at the first connection
@@ -62,16 +71,18 @@ def make_engine(url: str | None = None) -> Engine:
             f"'{redact(url)}' is not a database URL; use e.g. sqlite:///var/flexbill.sqlite "
             "or postgresql://user@host:5432/dbname"
         ) from None
-    if parsed.get_backend_name() == "sqlite":
-        path = parsed.database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend not in SUPPORTED_DRIVERS:
+        raise DatabaseError(f"unsupported database '{backend}': use PostgreSQL or SQLite")
+    if parsed.drivername != backend and driver not in SUPPORTED_DRIVERS[backend]:
+        raise DatabaseError(f"cannot use '{redact(url)}': flexbill does not support the driver '{driver}'. Use "
+                            + ("postgresql://user@host:5432/dbname (the psycopg driver is installed)"
+                               if backend == "postgresql" else "sqlite:///path/to/file.sqlite"))
+    if backend == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 120})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    if parsed.get_backend_name() != "postgresql":
-        raise DatabaseError(f"unsupported database '{parsed.get_backend_name()}': use PostgreSQL or SQLite")
     try:
         return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     except (ArgumentError, ImportError) as exc:  # NoSuchModuleError (an unknown driver) is an ArgumentError
@@ -79,7 +90,24 @@ def make_engine(url: str | None = None) -> Engine:
                             "(the psycopg driver is installed)") from None
 
 
-def check_reachable(engine: Engine) -> None:
+def sqlite_file(engine: Engine) -> Path | None:
+    """The file of a SQLite engine (None for PostgreSQL or an in-memory database)."""
+    if engine.url.get_backend_name() != "sqlite":
+        return None
+    path = engine.url.database
+    return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+
+
+def check_reachable(engine: Engine, create: bool = False) -> None:
+    """Connect once; a SQLite file that does not exist is an error unless `create` (init-db creates it)."""
+    path = sqlite_file(engine)
+    if path is not None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            where = engine.url.render_as_string(hide_password=False)
+            raise DatabaseError(f"the SQLite database {path} does not exist: create it with "
+                                f"`flexbill init-db --db {where}` (or check the path)")
     try:
         with engine.connect():
             pass
@@ -118,7 +146,7 @@ def init_db(engine: Engine) -> list[str]:
     """Create every table that is missing (idempotent); returns the tables created."""
     from . import dialect, migrate
 
-    check_reachable(engine)
+    check_reachable(engine, create=True)
     before = set(inspect(engine).get_table_names())
     with engine.begin() as conn:
         dialect.lock_for_run(conn)

@@ -122,3 +122,11 @@ def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, w
 def snapshot(conn: Connection, cutoff: datetime) -> dict[str, pd.DataFrame]:
     """Every source table as the world was at `cutoff` (less the columns in NOT_IN_SNAPSHOT)."""
     return {t.name: read_table(conn, t, cutoff, skip=NOT_IN_SNAPSHOT.get(t.name, ())) for t in schema.SOURCE_TABLES}
+
+
+def without_voided(conn: Connection, events: pd.DataFrame) -> pd.DataFrame:
+    """Suspension events less those voided by `flexbill void-event` (event_voids): no run or check counts them."""
+    voided = set(conn.execute(select(schema.event_voids.c.event_id)).scalars())
+    if not voided or events.empty:
+        return events
+    return events[~events["id"].isin(list(voided))].reset_index(drop=True)

@@ -272,9 +272,19 @@ contract_ledger = Table(
     Index("ix_contract_ledger_billed_before", "billed_before"),
 )
 
+# A manual event recorded by mistake is voided by a row here (`flexbill void-event`): the event stays in the
+# append-only log and every run, rerun and check ignores it from then on.  Append-only too.
+event_voids = Table(
+    "event_voids", metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=False),
+    Column("voided_at", Stamp, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 OUTPUT_TABLES = (
     invoices, invoice_lines, billed_periods, credit_notes, number_series, skipped_contracts, active_user_report,
-    quarantine, billing_runs, contract_ledger,
+    quarantine, billing_runs, contract_ledger, event_voids,
 )
 
 # ---------------------------------------------------------------- staging (write-audit-publish)

@@ -6,13 +6,17 @@ import sys
 from datetime import date
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import FlexbillError, InputError
 from .inputs import check_actor, parse_date
+
+try:  # typer >= 0.20 vendors its own copy of click: its usage errors are those classes
+    from typer._click import exceptions as usage
+except ImportError:  # pragma: no cover - a typer that uses click itself
+    from click import exceptions as usage
 
 app = typer.Typer(
     help="flexbill: suspension-aware batch invoicing for flexible-workspace operators.\n\n"
@@ -459,13 +463,13 @@ def demo(db: Optional[str] = typer.Option(None, "--db", help="Database to build 
 def main() -> None:
     try:
         result = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # `flexbill` alone: the help, as it was asked for
+    except usage.NoArgsIsHelpError as exc:  # `flexbill` alone: the help, as it was asked for
         out.print(exc.ctx.get_help(), highlight=False)
         sys.exit(0)
-    except click.exceptions.UsageError as exc:  # a typo in the command line: one line, like every other error
+    except usage.UsageError as exc:  # a typo in the command line: one line, like every other error
         where = exc.ctx.command_path if exc.ctx is not None else "flexbill"
         _fail(f"{exc.format_message()} (see `{where} --help`)")
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("interrupted: the open transaction was rolled back, nothing was written for the current date")
         sys.exit(130)
     except FlexbillError as exc:

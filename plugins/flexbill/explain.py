@@ -116,7 +116,9 @@ def _row(conn: Connection, table, row_id) -> dict | None:
 
 
 def _explain(conn: Connection, contract_id: int, d: date) -> Explanation:
-    c = _row(conn, s.contracts, contract_id)
+    from .inputs import id_fits
+
+    c = _row(conn, s.contracts, contract_id) if id_fits(contract_id) else None
     if c is None:
         raise InputError(f"contract {contract_id} does not exist: check the id (contracts.id)")
     run = conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == d)).mappings().first()

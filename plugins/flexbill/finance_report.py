@@ -522,6 +522,7 @@ def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory,
     rows = invoices_by_location(conn, d)
     hist = history(conn, d)
     late = late_lines(conn, d)
+    gap = gap_before(conn, d)
     status = _previewed(run_status(conn, d)) if preview else run_status(conn, d)
     dq.checks.sort(key=lambda c: c.success)  # failed checks first (a stable sort keeps the suites' order)
     data = {
@@ -529,7 +530,8 @@ def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory,
         "preview": preview,
         "database": redact(engine.url.render_as_string(hide_password=False)),
         "status": status,
-        "gap": gap_before(conn, d).message(d) if status["state"] != "not run" else None,
+        "gap": gap.message(d) if status["state"] != "not run" else None,
+        "gap_serious": gap.previous is not None,  # a first run has nothing before it: a note, not an alarm
         "invoices": rows,
         "currencies": totals_by_currency(rows),
         "lifecycle": lifecycle(conn, d),
@@ -574,7 +576,7 @@ def finance_action(data: dict) -> dict:
         return {"kind": "warn", "label": "APPROVE DRAFTS",
                 "text": f"{life['counts']['draft']} draft invoices wait: review them, then `flexbill finalize "
                         f"--through {d} --actor <you>`."}
-    if data["gap"]:
+    if data["gap"] and data["gap_serious"]:
         return {"kind": "warn", "label": "CHECK EARLIER DATES", "text": data["gap"]}
     n = life["counts"]["finalized"]
     return {"kind": "ok", "label": "READY TO SEND",

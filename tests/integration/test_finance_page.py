@@ -40,8 +40,11 @@ def page_of(engine, d, tmp_path):
 
 
 def test_a_published_final_date_is_ready_to_send_with_failed_checks_first(world, tmp_path):
-    path, page = page_of(world, D, tmp_path)
+    next_day = date(2024, 3, 2)  # D - 1 was never run: D's page warns; the day after D has nothing to warn of
+    run_billing_date(world, next_day)
+    path, page = page_of(world, next_day, tmp_path)
     assert page.ids["action-badge"] == "READY TO SEND"
+    assert "quarantined" in page.ids["action-text"]
     checks = body(page, "checks-table")
     states = [row[3] for row in checks]
     assert "failed" in states and states == sorted(states, key=lambda x: x != "failed"), "failed checks first"

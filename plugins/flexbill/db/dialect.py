@@ -145,7 +145,7 @@ def read_frame(conn: Connection, stmt, params: dict | None = None, dtypes: dict 
     if conn.dialect.name != "postgresql":
         result = conn.execute(stmt, params or {})
         return pd.DataFrame([tuple(r) for r in result.fetchall()], columns=list(result.keys()), dtype=object)
-    compiled = stmt.compile(dialect=conn.dialect)
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # IN lists expanded
     values = {**compiled.params, **(params or {})}
     buffer = io.BytesIO()
     cursor = conn.connection.dbapi_connection.cursor()

@@ -98,7 +98,8 @@ def test_billing_dag_runs_daily_on_data_intervals_in_date_order(dagbag):
 
 def test_manual_suspension_form_is_typed(dagbag):
     params = dagbag.dags["flexbill_manual_suspension"].params
-    assert set(params.keys()) == {"customer_id", "action", "actor", "reason", "at"}
+    assert set(params.keys()) == {"customer_id", "action", "actor", "reason", "at", "future", "backdate"}
+    assert params.get_param("future").schema["type"] == params.get_param("backdate").schema["type"] == "boolean"
     assert params.get_param("action").schema["enum"] == ["suspend", "lift"]
     assert params.get_param("customer_id").schema["type"] == "integer"
     assert all(params.get_param(k).schema.get("title") for k in params.keys())

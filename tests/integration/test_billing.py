@@ -278,7 +278,7 @@ def test_lift_back_bills_every_missed_period_exactly_once(engine):
     assert lines(op, D(2024, 1, 15)) == [(1, D(2024, 1, 15), D(2024, 2, 15), 1, M("100.00"), M("100.00"), False)]
     reconcile(op, D(2024, 1, 15), owed=1, invoiced=1, skipped=0, quarantined=0, billed_later=0)
 
-    record_manual_event(engine, 1, "suspend", "admin@x.io", "unpaid", datetime(2024, 1, 20, 10, 0))
+    record_manual_event(engine, 1, "suspend", "admin@x.io", "unpaid", datetime(2024, 1, 20, 10, 0), backdate=True)
     run_billing_date(engine, D(2024, 2, 15))
     # owed: contract 1 -> 02-15; contract 3 -> 02-01
     assert skips(op, D(2024, 2, 15)) == [(1, 1, "suspended", 1), (3, 1, "suspended", 1)]
@@ -290,7 +290,7 @@ def test_lift_back_bills_every_missed_period_exactly_once(engine):
     assert invoices(op, D(2024, 3, 15)) == []
     reconcile(op, D(2024, 3, 15), owed=2, invoiced=0, skipped=2, quarantined=0, billed_later=0)
 
-    record_manual_event(engine, 1, "lift", "admin@x.io", "paid", datetime(2024, 3, 20, 9, 0))
+    record_manual_event(engine, 1, "lift", "admin@x.io", "paid", datetime(2024, 3, 20, 9, 0), backdate=True)
     run_billing_date(engine, D(2024, 4, 15))
     assert lines(op, D(2024, 4, 15)) == [
         (1, D(2024, 2, 15), D(2024, 3, 15), 1, M("100.00"), M("100.00"), False),

@@ -164,7 +164,7 @@ class Race(Job):
     """A run and a manual suspend of customer 1 started at the same instant."""
 
     ARGS = ("suspend", "--customer", "1", "--actor", "ops@example.com", "--reason", "race",
-            "--at", SUSPEND_AT.isoformat() + "Z")
+            "--at", SUSPEND_AT.isoformat() + "Z", "--backdate")  # dated inside D: a race with D's run
 
     def __init__(self, url):
         self.url = url
@@ -204,7 +204,7 @@ class RunHoldingTheLock(Job):
 
 
 def _suspend(engine) -> None:
-    record_manual_event(engine, 1, "suspend", "ops@example.com", "race", SUSPEND_AT)
+    record_manual_event(engine, 1, "suspend", "ops@example.com", "race", SUSPEND_AT, backdate=True)
 
 
 @pytest.fixture(scope="module")

@@ -175,10 +175,12 @@ def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte
         ("run", "--date", str(D2), "--dry-run"),
         ("backfill", "--from", str(D1), "--to", str(D3)),
         ("finalize", "--through", str(D3), "--actor", "fin@op.example"),
-        ("suspend", "--customer", "1", "--actor", "ops@op.example", "--at", "2024-03-02T10:00:00Z"),
-        ("lift", "--customer", "1", "--actor", "ops@op.example", "--at", "2024-03-02T11:00:00Z"),
+        ("suspend", "--customer", "1", "--actor", "ops@op.example", "--at", "2024-03-02T10:00:00Z", "--backdate"),
+        ("lift", "--customer", "1", "--actor", "ops@op.example", "--at", "2024-03-02T11:00:00Z", "--backdate"),
+        ("suspend", "--customer", "3", "--actor", "ops@op.example", "--at", "2024-03-02T12:00:00Z", "--backdate"),
         ("report", "--date", str(D2)),
         ("explain", "--contract", "1", "--date", str(D1), "--json"),
+        ("void-event", "--id", "3", "--actor", "ops@op.example", "--reason", "wrong customer", "--backdate"),
     ]
     for args in commands:
         res = flexbill(*args, env=env)
@@ -211,7 +213,7 @@ def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte
     airflow_steps.data_quality_report(start)
     airflow_steps.finalize_grace(start)
     airflow_steps.finalize({"through": str(D3), "actor": "fin@op.example"})
-    airflow_steps.manual_event({"customer_id": 2, "action": "suspend", "actor": "ops@op.example",
+    airflow_steps.manual_event({"customer_id": 2, "action": "suspend", "actor": "ops@op.example", "backdate": True,
                                 "at": (datetime(2024, 3, 3, 12)).isoformat()})
     after = finalized_state(engine)
     assert_survived(before, after)

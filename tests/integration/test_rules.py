@@ -169,7 +169,7 @@ def test_rules_never_lift_and_do_not_refire_after_a_manual_lift(engine):
     with engine.begin() as conn:
         conn.execute(update(s.locations).values(keep_new_accounts_suspended_since=datetime(2024, 1, 1)))
     lifted = datetime(2024, 2, 10, 12, 0)
-    record_manual_event(engine, 1, "lift", "admin@x.io", "paid", lifted)
+    record_manual_event(engine, 1, "lift", "admin@x.io", "paid", lifted, backdate=True)
     run_billing_date(engine, date(2024, 3, 5))
     run_billing_date(engine, date(2024, 3, 5))  # rerun: signup:1 is recorded, the rule does not fire again
     assert events(op) == [signup, (1, lifted, "lift", "manual", None)]

@@ -23,7 +23,7 @@ EVENTS = {"suspend": (1, SUSPEND_AT), "lift": (11, LIFT_AT)}
 def _event(url, kind):
     engine = make_engine(url)
     customer, at = EVENTS[kind]
-    record_manual_event(engine, customer, kind, "ops@example.com", "race", at)
+    record_manual_event(engine, customer, kind, "ops@example.com", "race", at, backdate=True)  # dated inside D
     engine.dispose()
 
 

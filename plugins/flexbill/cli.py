@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # "rich" keeps single newlines of docstrings in the command list (typer 0.29)
 )
 # Not a terminal (a pipe, a log, CI): tables are laid out 120 wide and text lines are never wrapped mid-sentence.
 out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
@@ -148,7 +149,7 @@ def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-D
         gx_dir: Optional[str] = GxOption,
         dry_run: bool = typer.Option(False, "--dry-run", help="Preview: compute D exactly as a run would (rules, "
                                      "owed periods, filter, invoices, both gates), print it and write the report "
-                                     "page under <out>/<D>/preview/, and write nothing to the database."),
+                                     "page under OUT/D/preview/, and write nothing to the database."),
         allow_future: bool = typer.Option(False, "--allow-future", help="Run a date whose cutoff (D+1 00:00 UTC) "
                                           "is still ahead: its data is not complete (tests and demos only).")) -> None:
     """Run billing for one date. A rerun replaces the date's drafts; a finalized invoice it would change is
@@ -355,14 +356,33 @@ def _print_explanation(x) -> None:
     table = RichTable(title="periods up to the date", title_justify="left", show_lines=False)
     for name in ("period", "amount", "state", "invoice", "why"):
         table.add_column(name, overflow="fold")
-    for p in x.periods:
-        invoice = p.invoice_number or (f"draft {p.invoice_id}" if p.invoice_id else "")
-        table.add_row(f"{p.period_start} .. {p.period_end}", p.amount or "", p.state, invoice, p.why)
+    for group in _collapse_before_flexbill(x.periods):
+        if isinstance(group, list):  # consecutive periods invoiced outside flexbill: one row, not one per period
+            first, last = group[0], group[-1]
+            table.add_row(f"{first.period_start} .. {last.period_end}", f"{len(group)} periods", first.state, "",
+                          f"invoiced outside flexbill: they start before next_invoice_date {x.next_invoice_date}.")
+            continue
+        invoice = group.invoice_number or (f"draft {group.invoice_id}" if group.invoice_id else "")
+        table.add_row(f"{group.period_start} .. {group.period_end}", group.amount or "", group.state, invoice,
+                      group.why)
     if not x.periods:
         table.add_row("", "", "", "", "no period starts on or before this date")
     out.print(table)
     if x.next_period:
         out.print(f"  next: {x.next_period['why']}", highlight=False)
+
+
+def _collapse_before_flexbill(periods) -> list:
+    """Periods as table rows: a run of two or more consecutive `before_flexbill` periods becomes one list."""
+    rows: list = []
+    for p in periods:
+        if p.state == "before_flexbill" and rows and isinstance(rows[-1], list):
+            rows[-1].append(p)
+        elif p.state == "before_flexbill":
+            rows.append([p])
+        else:
+            rows.append(p)
+    return [r[0] if isinstance(r, list) and len(r) == 1 else r for r in rows]
 
 
 def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str],

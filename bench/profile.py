@@ -38,9 +38,9 @@ def _peak_mib() -> float:
 
 
 def steps(url: str, d: date) -> list[tuple[str, float, float, float]]:
-    """(step, seconds, RSS after, peak RSS so far) for each step of one run: flexbill.steps.run_billing_date
+    """(step, seconds, RSS after, peak RSS so far) for each step of one run: flexbill.runner.run_billing_date
     itself (what `flexbill run` calls), timed through its on_step hook, then the data-quality report."""
-    from flexbill import steps as st
+    from flexbill import runner as st
     from flexbill.db.connect import make_engine
     from flexbill.finance_report import write_report
 

@@ -52,37 +52,37 @@ def flexbill_billing():
     @task
     def extract_snapshot(data_interval_start=None, run_id=None) -> list[int]:
         """Read the source tables as of the cutoff, validate them, stage the quarantine; returns the locations."""
-        return steps.step("extract_snapshot", data_interval_start, run_id)["locations"]
+        return steps.extract_snapshot(data_interval_start, run_id)["locations"]
 
     @task
     def apply_rule(rule: str, data_interval_start=None, run_id=None) -> int:
         """Append the suspend events one automatic rule owes, at the triggers' own instants."""
-        return steps.step("apply_rule", data_interval_start, run_id, rule)
+        return steps.apply_rule(data_interval_start, run_id, rule)
 
     @task
     def owed_periods(location_id: int, data_interval_start=None, run_id=None) -> int:
         """Stage the periods each contract of the location owes on D."""
-        return steps.step("owed_periods", data_interval_start, run_id, location_id)
+        return steps.owed_periods(data_interval_start, run_id, location_id)
 
     @task
     def suspension_filter(location_id: int, data_interval_start=None, run_id=None) -> int:
         """Skip suspended and archived customers of the location; their periods stay owed."""
-        return steps.step("suspension_filter", data_interval_start, run_id, location_id)
+        return steps.suspension_filter(data_interval_start, run_id, location_id)
 
     @task
     def build_invoices(location_id: int, data_interval_start=None, run_id=None) -> int:
         """Stage one invoice per customer of the location."""
-        return steps.step("build_invoices", data_interval_start, run_id, location_id)
+        return steps.build_invoices(data_interval_start, run_id, location_id)
 
     @task(trigger_rule=steps.AFTER_LOCATIONS)
     def active_user_report(data_interval_start=None, run_id=None) -> int:
         """Stage the active-user report as of the cutoff."""
-        return steps.step("active_user_report", data_interval_start, run_id)
+        return steps.active_user_report(data_interval_start, run_id)
 
     @task(trigger_rule=steps.AFTER_LOCATIONS)
     def validate_output(data_interval_start=None, run_id=None) -> dict:
         """Great Expectations on the staged outputs; a failure publishes nothing."""
-        return steps.step("validate_output", data_interval_start, run_id)
+        return steps.validate_output(data_interval_start, run_id)
 
     @task(depends_on_past=True, trigger_rule=steps.AFTER_LOCATIONS)
     def publish(data_interval_start=None, run_id=None) -> dict:

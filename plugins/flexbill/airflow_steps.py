@@ -145,27 +145,29 @@ def engine():
     return make_engine(database_url(BaseHook.get_connection(CONN_ID)))
 
 
-def step(name: str, data_interval_start, run_id: str, *args):
-    """Run one step of flexbill.steps for this DAG run, in its own transaction.
+def _run_step(fn, data_interval_start, run_id: str, *args, first: bool = False):
+    """Run `fn`, one step of flexbill.steps (or flexbill.publishing.publish), for this DAG run, in its own
+    transaction.  `first`: the DAG run's first task, which refuses a date whose day is not over (as the CLI does).
 
     A blocked output gate or bad input fails the task at once (AirflowFailException: retrying cannot help);
     a database error is retried with backoff."""
-    from . import steps
+    from .clock import check_cutoff, utcnow
     from .db.connect import require_schema
     from .errors import InputError, OutputRejected
+    from .publishing import record_failure
+    from .staging import Run
 
     eng = engine()
     try:
         require_schema(eng)
-        run = steps.Run(billing_date(data_interval_start), run_id)
-        if name == "extract_snapshot":  # the first task: a date whose day is not over is refused as the CLI does
-            steps.check_cutoff(run.billing_date, steps.utcnow(), os.environ.get("FLEXBILL_ALLOW_FUTURE") == "1",
-                               "billing date")
+        run = Run(billing_date(data_interval_start), run_id)
+        if first:
+            check_cutoff(run.billing_date, utcnow(), os.environ.get("FLEXBILL_ALLOW_FUTURE") == "1", "billing date")
         try:
             with eng.begin() as conn:
-                return getattr(steps, name)(conn, run, *args)
+                return fn(conn, run, *args)
         except OutputRejected as exc:
-            steps.record_failure(eng, run.billing_date, steps.utcnow(), str(exc))
+            record_failure(eng, run.billing_date, utcnow(), str(exc))
             try:  # finance sees the blocked run and why; the task fails either way
                 path = _report(eng, run.billing_date)
             except Exception as report_exc:  # noqa: BLE001 - the rejection is the error to raise
@@ -175,6 +177,52 @@ def step(name: str, data_interval_start, run_id: str, *args):
         _fail_now(exc)
     finally:
         eng.dispose()
+
+
+# One function per task of the billing DAG (the DAG file's @task functions call these); each imports its step
+# when the task runs, so parsing a DAG file never imports pandas or Great Expectations.
+
+def extract_snapshot(data_interval_start, run_id: str) -> dict:
+    """Read and validate the source tables as of the cutoff; returns the quarantined count and the locations."""
+    from .steps import extract_snapshot as fn
+
+    return _run_step(fn, data_interval_start, run_id, first=True)
+
+
+def apply_rule(data_interval_start, run_id: str, rule: str) -> int:
+    from .steps import apply_rule as fn
+
+    return _run_step(fn, data_interval_start, run_id, rule)
+
+
+def owed_periods(data_interval_start, run_id: str, location_id: int) -> int:
+    from .steps import owed_periods as fn
+
+    return _run_step(fn, data_interval_start, run_id, location_id)
+
+
+def suspension_filter(data_interval_start, run_id: str, location_id: int) -> int:
+    from .steps import suspension_filter as fn
+
+    return _run_step(fn, data_interval_start, run_id, location_id)
+
+
+def build_invoices(data_interval_start, run_id: str, location_id: int) -> int:
+    from .steps import build_invoices as fn
+
+    return _run_step(fn, data_interval_start, run_id, location_id)
+
+
+def active_user_report(data_interval_start, run_id: str) -> int:
+    from .steps import active_user_report as fn
+
+    return _run_step(fn, data_interval_start, run_id)
+
+
+def validate_output(data_interval_start, run_id: str) -> dict:
+    from .steps import validate_output as fn
+
+    return _run_step(fn, data_interval_start, run_id)
 
 
 def _fail_now(exc: Exception):
@@ -213,7 +261,10 @@ def data_quality_report(data_interval_start) -> str:
 
 
 def publish_summary(data_interval_start, run_id: str) -> dict:
-    summary = step("publish", data_interval_start, run_id)
+    """Publish the run's validated staging; returns D's figures and corrections (small, for XCom)."""
+    from .publishing import publish as fn
+
+    summary = _run_step(fn, data_interval_start, run_id)
     out = {"billing_date": summary.billing_date.isoformat(), **summary.stats,
            "totals": [[c, n, str(sub), str(tax), str(tot)] for c, n, sub, tax, tot in summary.totals]}
     if summary.corrections is not None:  # a retried publish that found its work done reports no corrections
@@ -235,7 +286,7 @@ def finalize_grace(data_interval_start) -> dict:
     from .db import dialect
     from .db.connect import require_schema
     from .invoicing import auto_finalize
-    from .steps import utcnow
+    from .clock import utcnow
 
     from .errors import InputError
 
@@ -257,7 +308,7 @@ def finalize(params: dict) -> dict:
     from .db.connect import require_schema
     from .inputs import check_actor, parse_date
     from .invoicing import finalize as run_finalize
-    from .steps import utcnow
+    from .clock import utcnow
 
     through = parse_date(str(params.get("through") or ""), "through")
     actor = check_actor(params.get("actor"), "actor")
@@ -275,7 +326,7 @@ def manual_event(params: dict) -> dict:
     """Record the manual suspend/lift of the trigger form, with the checks of `flexbill suspend|lift`."""
     from .inputs import parse_instant
     from .manual import record_manual_event
-    from .steps import utcnow
+    from .clock import utcnow
 
     action = str(params.get("action") or "")
     now = utcnow()

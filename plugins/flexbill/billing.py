@@ -13,13 +13,14 @@ cursor is on or before D, or that have lines on later dates, are looked at.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from . import vector
+from .clock import cutoff_of
 from .frames import lookup
 from .money import half_up_div
 
@@ -62,7 +63,7 @@ def _dates(series: pd.Series) -> np.ndarray:
 
 
 def _cutoff(billing_date: date) -> pd.Timestamp:
-    return pd.Timestamp(datetime.combine(billing_date, datetime.min.time()) + timedelta(days=1))
+    return pd.Timestamp(cutoff_of(billing_date))
 
 
 def _window(ids: pd.Series, contracts: pd.DataFrame, cursor: pd.Series, later_lines: pd.DataFrame,

@@ -80,7 +80,7 @@ def _late_kinds(conn, d: date) -> str:
     """How D's late lines split: back-billed after a lift, or late (dates not run / recorded later)."""
     from collections import Counter
 
-    from .finance_report import late_lines
+    from .figures import late_lines
 
     kinds = Counter(row["kind"] for row in late_lines(conn, d))
     return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none billed late"
@@ -156,7 +156,7 @@ def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-D
     credited and replaced by a corrective invoice. Invoices up to D minus FLEXBILL_GRACE_DAYS (default 0) are
     finalized after the run."""
     from .errors import OutputRejected
-    from .steps import run_billing_date
+    from .runner import run_billing_date
 
     d = parse_date(date_, "--date")
     engine = _engine(db)
@@ -182,7 +182,7 @@ def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Opti
     """`run --dry-run`: the run in a transaction that is rolled back; the page is written from inside it."""
     from .errors import OutputRejected
     from .finance_report import write_report
-    from .steps import run_billing_date
+    from .runner import run_billing_date
 
     pages, late = [], []
 
@@ -243,7 +243,7 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
                                                "(tests and demos only).")) -> None:
     """Run every billing date from --from to --to, in date order, one transaction each; then the last date's report."""
     from .db.connect import require_schema
-    from .steps import backfill as run_range
+    from .runner import backfill as run_range
 
     first, last = parse_date(from_, "--from"), parse_date(to, "--to")
     if first > last:
@@ -251,7 +251,7 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
     total = (last - first).days + 1
     engine = _engine(db)
     require_schema(engine)  # fail with one line before the progress bar shows
-    from .steps import check_cutoff, utcnow
+    from .clock import check_cutoff, utcnow
 
     check_cutoff(last, utcnow(), allow_future, "--to")
     with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -293,7 +293,7 @@ def finalize(through: str = typer.Option(..., "--through", help="Finalize every 
     from .db.connect import require_schema
     from .db import dialect
     from .invoicing import finalize as run_finalize
-    from .steps import utcnow
+    from .clock import utcnow
 
     d = parse_date(through, "--through")
     actor = check_actor(actor)
@@ -389,7 +389,7 @@ def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: O
             future: bool, backdate: bool):
     from .inputs import parse_instant
     from .manual import record_manual_event
-    from .steps import utcnow
+    from .clock import utcnow
 
     actor = check_actor(actor)
     now = utcnow()

@@ -187,7 +187,7 @@ def correct_bad_plan(engine, last: date, console: Console) -> list[date]:
     from sqlalchemy import select, update
 
     from . import periods as P
-    from .steps import run_billing_date
+    from .runner import run_billing_date
 
     with engine.begin() as conn:
         plan_id, price = conn.execute(select(s.plans.c.id, s.plans.c.price)
@@ -224,7 +224,8 @@ def run_demo(url: str | None, days: int, customers: int, seed: int, console: Con
     """Build and backfill the demo operator, print the operator summary; returns (engine, last billing date)."""
     from . import summary
     from .invoicing import finalize
-    from .steps import backfill, utcnow
+    from .clock import utcnow
+    from .runner import backfill
 
     url = url or DEMO_URL
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url == DEMO_URL:

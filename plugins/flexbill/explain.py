@@ -13,13 +13,14 @@ credit history (credited by which credit note, re-billed by which invoice) and t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from . import periods as P
+from .clock import cutoff_of
 from .db import schema as s
 from .errors import InputError
 from .suspension import Event, is_suspended
@@ -125,7 +126,7 @@ def _explain(conn: Connection, contract_id: int, d: date) -> Explanation:
     if run is None:
         raise InputError(f"{d} has no billing run: nothing to explain yet; run `flexbill run --date {d}` "
                          f"(or `--dry-run` to preview it) first")
-    cutoff = datetime.combine(d, datetime.min.time()) + timedelta(days=1)
+    cutoff = cutoff_of(d)
     customer = _row(conn, s.customers, c["customer_id"])
     plan = _row(conn, s.plans, c["plan_id"])
     q = s.quarantine

@@ -26,7 +26,8 @@ from .db.connect import require_schema
 from .errors import EventRefused, InputError
 from .inputs import check_actor, id_fits
 from .inputs import parse_instant as parse_instant  # noqa: PLC0414 - re-exported for callers of flexbill.manual
-from .steps import apply_rules, bump_publish_seq
+from .publishing import bump_publish_seq
+from .steps import apply_rules
 from .suspension import CustomerView, check_manual
 
 CLOCK_SKEW = timedelta(minutes=5)  # an --at this far past now is still "now" (clocks of two hosts differ)
@@ -134,7 +135,7 @@ def record_manual_event(engine: Engine, customer_id: int, action: str, actor: st
                         at: datetime, now: datetime | None = None, future: bool = False,
                         backdate: bool = False) -> Recorded:
     """Append one manual event after the checks of `suspension.check_manual` and the time checks above."""
-    from .steps import utcnow
+    from .clock import utcnow
 
     actor = check_actor(actor)
     now = utcnow() if now is None else now
@@ -177,7 +178,7 @@ def record_manual_event(engine: Engine, customer_id: int, action: str, actor: st
 def void_event(engine: Engine, event_id: int, actor: str, reason: str | None, now: datetime | None = None,
                backdate: bool = False) -> Recorded:
     """Void a manual event recorded by mistake: a row of event_voids, never a change to the log."""
-    from .steps import utcnow
+    from .clock import utcnow
 
     actor = check_actor(actor)
     if not (reason or "").strip():

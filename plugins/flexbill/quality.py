@@ -1,7 +1,8 @@
 """Finance's data-quality record of a billing date: Great Expectations results kept on disk, with Data Docs.
 
-The two suites are versioned in the repository (include/gx/expectations/flexbill_inputs.json and
-flexbill_outputs.json, generated from flexbill.validation and checked by a test):
+The two suites are versioned in the repository and ship inside the package as data (flexbill/gx_suites/
+flexbill_inputs.json and flexbill_outputs.json; include/gx/expectations is a symlink to that folder), generated
+from flexbill.validation by scripts/write-gx-suites and checked by a test:
 
   flexbill_inputs   the source snapshot as of D's cutoff; a failing row is quarantined;
   flexbill_outputs  D's invoices, lines, skips and active-user report; a failure blocks publishing.
@@ -18,13 +19,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from importlib.resources import files
 from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
 from . import validation
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "include" / "gx" / "expectations"
+# Package data (pyproject.toml), read through importlib.resources wherever flexbill is installed; never written
+# at run time (write_suites is the developer's regeneration step and writes where it is told).
+SUITES_DIR = files("flexbill") / "gx_suites"
 SUITE_NAMES = ("flexbill_inputs", "flexbill_outputs")
 
 
@@ -33,17 +37,20 @@ def gx_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_suite(name: str) -> dict:
-    """The suite as committed in the repository."""
-    return json.loads((SUITES_DIR / f"{name}.json").read_text())
+    """The suite as committed in the repository (shipped in the package: flexbill/gx_suites/<name>.json)."""
+    return json.loads((SUITES_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def write_suites() -> list[Path]:
-    """Regenerate the committed suites from flexbill.validation (after a rule changes: bump SUITE_VERSION)."""
-    SUITES_DIR.mkdir(parents=True, exist_ok=True)
+def write_suites(directory: str | os.PathLike) -> list[Path]:
+    """Regenerate the suites from flexbill.validation into `directory` (after a rule changes: bump SUITE_VERSION).
+    A development step: scripts/write-gx-suites writes them into the checkout's plugins/flexbill/gx_suites, to be
+    committed; nothing calls this at run time, and an installed package is never written to."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in SUITE_NAMES:
-        path = SUITES_DIR / f"{name}.json"
-        path.write_text(json.dumps(validation.suite_json(name), indent=2, sort_keys=True) + "\n")
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(validation.suite_json(name), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         paths.append(path)
     return paths
 
@@ -154,7 +161,7 @@ def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None
     from great_expectations.core.run_identifier import RunIdentifier
 
     from .db import extract
-    from .steps import cutoff_of
+    from .clock import cutoff_of
 
     frames = {
         "flexbill_inputs": inputs if inputs is not None else validation.stacked_inputs(extract.snapshot(conn, cutoff_of(d))),

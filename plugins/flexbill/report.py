@@ -10,10 +10,11 @@ included.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date
 
 import pandas as pd
 
+from .clock import cutoff_of
 from .frames import lookup
 
 COUNTS = ["members", "active_users", "suspended_members", "suspended_with_portal_access", "contacts"]
@@ -21,7 +22,7 @@ COUNTS = ["members", "active_users", "suspended_members", "suspended_with_portal
 
 def _flags(customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Series, report_date: date) -> pd.DataFrame:
     """One row per countable customer with its member / suspended / portal flags."""
-    cutoff = pd.Timestamp(datetime.combine(report_date, datetime.min.time()) + timedelta(days=1))
+    cutoff = pd.Timestamp(cutoff_of(report_date))
     cust = customers[~(customers["archived_at"] < cutoff)]
     live = contracts[contracts["cancellation_date"].isna() | (contracts["cancellation_date"] > pd.Timestamp(report_date))]
     member = cust["id"].isin(live["customer_id"])

@@ -57,8 +57,8 @@ def skipped_by_reason(conn, first: date, last: date):
 
 def back_billed(conn, first: date, last: date):
     """Lines for periods that started before their billing date, per currency and why: back-billed after a lift,
-    or late (dates not run, or recorded or fixed later): see finance_report.late_lines."""
-    from .finance_report import late_lines
+    or late (dates not run, or recorded or fixed later): see figures.late_lines."""
+    from .figures import late_lines
 
     r = s.billing_runs
     groups: dict = {}
@@ -172,8 +172,8 @@ def lifecycle_lines(conn, first: date, last: date) -> list[str]:
 
 
 def reconciliation(conn, billing_date: date) -> str | None:
-    """The run's counts checked against what its output tables hold (see finance_report.reconciliation)."""
-    from .finance_report import reconciliation as counts
+    """The run's counts checked against what its output tables hold (see figures.reconciliation)."""
+    from .figures import reconciliation as counts
 
     r = counts(conn, billing_date)
     if r is None:

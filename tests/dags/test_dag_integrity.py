@@ -58,7 +58,8 @@ def test_parsing_touches_no_database_and_is_fast(path):
             sys.modules.pop(name)
         sys.modules.update(loaded)
     assert elapsed < 2.0, f"{path.name} took {elapsed:.2f}s to parse"
-    heavy = {"flexbill.steps", "flexbill.validation", "flexbill.billing", "flexbill.db.connect"}
+    heavy = {"flexbill.steps", "flexbill.runner", "flexbill.publishing", "flexbill.staging", "flexbill.validation",
+             "flexbill.billing", "flexbill.db.connect"}
     assert not heavy & imported, "a DAG file imported the engine at parse time"
 
 
@@ -112,3 +113,24 @@ def test_finalize_form_is_typed(dagbag):
     assert params.get_param("through").schema["format"] == "date"
     assert all(params.get_param(k).schema.get("title") for k in params.keys())
     assert all(params.get_param(k).description for k in params.keys())
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_tasks_dispatch_by_function_not_by_name(path):
+    """A DAG task calls its own function of flexbill.airflow_steps (a typo fails at parse, in review and in the
+    IDE), never a generic runner given the step's name as a string."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                isinstance(node.func.value, ast.Name) and node.func.value.id == "steps":
+            assert hasattr(airflow_steps, node.func.attr), f"{path.name}: steps.{node.func.attr} does not exist"
+            assert not (node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)), \
+                f"{path.name}:{node.lineno}: steps.{node.func.attr}({node.args[0].value!r}, ...) dispatches by name"
+
+
+def test_each_billing_task_has_an_airflow_steps_function_of_its_name(dagbag):
+    dag = dagbag.dags["flexbill_billing"]
+    for task_id in dag.task_ids:
+        own = "publish_summary" if task_id == "publish" else "finalize_grace" if task_id == "finalize" else task_id
+        assert callable(getattr(airflow_steps, own, None)), f"task {task_id} has no airflow_steps.{own}"

@@ -11,7 +11,7 @@ from flexbill.airflow_steps import connection_json
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.demo import build_operator
-from flexbill.steps import backfill
+from flexbill.runner import backfill
 from tests.processes import DOCUMENT_CLOCK, pg_databases
 
 FIRST, LAST = date(2026, 3, 30), date(2026, 4, 1)  # a month end, and the 1st when most contracts are due
@@ -137,7 +137,7 @@ def test_finalize_dag_approves_as_flexbill_finalize_does_and_a_refused_approval_
     numbers them exactly as `flexbill finalize` does; a refused approval fails the run and writes nothing."""
     from flexbill.db import dialect
     from flexbill.invoicing import finalize
-    from flexbill.steps import utcnow
+    from flexbill.clock import utcnow
 
     monkeypatch.setenv("FLEXBILL_GRACE_DAYS", "30")
     dag_engine, cli_engine = _operator(db_url), _operator(second_db)

@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import func, select
 
 from flexbill.db import schema as s
-from flexbill.steps import backfill as flexbill_backfill
+from flexbill.runner import backfill as flexbill_backfill
 from tests.dags.test_dag_runs import _outputs
 from tests.distributed.operator_fixture import DATES, FIXED_CONTRACT, FIXED_PRICE, LATE_CONTRACT, apply_fix, build
 from tests.distributed.stack import DAG_ID, running_stack

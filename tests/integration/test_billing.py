@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from flexbill.db import schema as s
 from flexbill.manual import record_manual_event
-from flexbill.steps import backfill, run_billing_date
+from flexbill.runner import backfill, run_billing_date
 from tests.builders import Operator
 
 D = date

@@ -18,7 +18,7 @@ from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.errors import OutputRejected
 from flexbill.finance_report import write_report
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.documents import checksum
 from tests.integration.test_exactly_once import D, D0, scenario

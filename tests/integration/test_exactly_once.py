@@ -19,7 +19,7 @@ from sqlalchemy import text
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.manual import record_manual_event
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.processes import TIMEOUT, clean_env, dump, pg_databases, start
 

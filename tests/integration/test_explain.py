@@ -15,7 +15,7 @@ from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.errors import InputError
 from flexbill.explain import explain
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.documents import checksum
 from tests.integration.test_cli import one_line_error

@@ -17,7 +17,7 @@ from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.errors import OutputRejected
 from flexbill.finance_report import history, write_report
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.integration.test_finance_report import body, money, parse
 from tests.reliability.world import D, D0, scenario

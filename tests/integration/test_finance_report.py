@@ -24,7 +24,7 @@ from flexbill import quality, validation
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.finance_report import split_reason, write_report
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.integration.test_exactly_once import D, D0, scenario
 from tests.processes import ROOT, clean_env, flexbill
@@ -218,7 +218,7 @@ def test_a_blocked_run_is_shown_as_blocked_with_its_reason(tmp_path):
 
 
 def test_committed_suites_are_the_ones_the_code_checks():
-    """include/gx/expectations is versioned: change a rule, regenerate with flexbill.quality.write_suites()."""
+    """plugins/flexbill/gx_suites is versioned (package data): after a rule changes, run scripts/write-gx-suites."""
     for name in quality.SUITE_NAMES:
         assert quality.load_suite(name) == json.loads(json.dumps(validation.suite_json(name)))
         committed = quality.load_suite(name)

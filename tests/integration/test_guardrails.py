@@ -13,7 +13,8 @@ from sqlalchemy import func, select, update
 
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import run_billing_date, utcnow
+from flexbill.clock import utcnow
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.integration.test_cli import one_line_error
 from tests.processes import clean_env, dump, flexbill, run_all

@@ -2,7 +2,7 @@
 line; only `status` may move from finalized to credited, and only with its credit note.  A credit note never
 changes.  For every (contract, period) there is at most one line on invoices that are not credited.
 
-The database itself refuses (include/sql/lifecycle.*.sql), on SQLite and PostgreSQL:
+The database itself refuses (plugins/flexbill/sql/lifecycle.*.sql), on SQLite and PostgreSQL:
 * every UPDATE, DELETE, INSERT (and TRUNCATE on PostgreSQL) through SQL that would change a finalized or
   credited invoice, its lines, a credit note, or the live-line index `billed_periods`;
 * a second live line for a (contract, period).
@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from flexbill import airflow_steps
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import backfill, run_billing_date
+from flexbill.runner import backfill, run_billing_date
 from tests.builders import Operator
 from tests.documents import assert_documents_consistent, exact_rows
 from tests.processes import clean_env, flexbill
@@ -200,14 +200,14 @@ def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte
         conn.execute(update(s.plans).where(s.plans.c.id == 2).values(price=Decimal("81.00")))
     start = datetime(2024, 3, 1, tzinfo=timezone.utc)
     run_id = "immutability-dag-run"
-    locations = airflow_steps.step("extract_snapshot", start, run_id)["locations"]
+    locations = airflow_steps.extract_snapshot(start, run_id)["locations"]
     for rule in airflow_steps.RULES:
-        airflow_steps.step("apply_rule", start, run_id, rule)
-    for name in ("owed_periods", "suspension_filter", "build_invoices"):
+        airflow_steps.apply_rule(start, run_id, rule)
+    for task in (airflow_steps.owed_periods, airflow_steps.suspension_filter, airflow_steps.build_invoices):
         for location in locations:
-            airflow_steps.step(name, start, run_id, location)
-    airflow_steps.step("active_user_report", start, run_id)
-    airflow_steps.step("validate_output", start, run_id)
+            task(start, run_id, location)
+    airflow_steps.active_user_report(start, run_id)
+    airflow_steps.validate_output(start, run_id)
     published = airflow_steps.publish_summary(start, run_id)
     assert published["credit_notes"], "the GBP price fix corrects D1's finalized GBP invoice"
     airflow_steps.data_quality_report(start)

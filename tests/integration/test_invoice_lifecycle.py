@@ -16,7 +16,7 @@ from flexbill.db import dialect
 from flexbill.db import schema as s
 from flexbill.errors import InputError, OutputRejected
 from flexbill.invoicing import finalize
-from flexbill.steps import backfill, run_billing_date
+from flexbill.runner import backfill, run_billing_date
 from tests.builders import Operator
 from tests.documents import assert_documents_consistent, exact_rows
 from tests.processes import dump

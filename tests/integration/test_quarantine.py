@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import T0, Operator
 from tests.processes import pg_databases
 

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from flexbill.db import schema as s
 from flexbill.manual import record_manual_event
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 
 

@@ -1,7 +1,7 @@
 from datetime import date, datetime
 from decimal import Decimal
 
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.errors import DatabaseError
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.documents import assert_documents_consistent
 

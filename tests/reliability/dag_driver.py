@@ -1,6 +1,6 @@
 """Airflow's part, without Airflow: runs the `flexbill_billing` DAG's tasks of one DAG run, in DAG order.
 
-Each task is `flexbill.airflow_steps.step` (what the DAG's @task functions call): its own
+Each task is its `flexbill.airflow_steps` function (what the DAG's @task function calls): its own
 engine, its own transaction, the run's staging keyed by the run id; `publish` goes
 through `airflow_steps.publish_summary`, as in the DAG.  Only the database lookup is
 replaced: `airflow_steps.engine` returns an engine on the job's URL instead of reading
@@ -76,7 +76,7 @@ def run_task(d: date, run_id: str, name: str, args: tuple):
         return airflow_steps.publish_summary(interval_start(d), run_id)
     if name == "finalize":
         return airflow_steps.finalize_grace(interval_start(d))
-    return airflow_steps.step(name, interval_start(d), run_id, *args)
+    return getattr(airflow_steps, name)(interval_start(d), run_id, *args)  # the DAG task's own function
 
 
 def run_tasks(url: str, d: date, run_id: str, locations: list[int], start: int = 0, stop: int | None = None,

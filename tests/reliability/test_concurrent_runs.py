@@ -32,7 +32,7 @@ import pytest
 
 from flexbill.db.connect import make_engine
 from flexbill.manual import record_manual_event
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
 from tests.reliability.dag_driver import dag_tasks, position
 from tests.reliability.world import (D, DIALECTS, LIFT_AT, LOCATIONS, SUSPEND_AT, Databases, contents,

@@ -40,7 +40,7 @@ from sqlalchemy.exc import DataError
 
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import T0, Operator
 from tests.reliability.world import DIALECTS, Databases
 

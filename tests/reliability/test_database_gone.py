@@ -30,7 +30,7 @@ from sqlalchemy import event
 from flexbill import airflow_steps
 from flexbill.db.connect import make_engine
 from flexbill.errors import DatabaseError
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
 from tests.reliability.dag_driver import dag_tasks, position, run_task
 from tests.reliability.world import D, LOCATIONS, Databases, contents, outputs_of, restore, revoke, template

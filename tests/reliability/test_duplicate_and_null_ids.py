@@ -13,7 +13,7 @@ from sqlalchemy import insert
 
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import T0, Operator
 from tests.reliability.test_corrupted_inputs import loosen, loosened_database
 
@@ -61,7 +61,7 @@ def test_a_repeated_id_is_found_even_when_one_copy_was_validated_before(tmp_path
     whose first copy it already knows (found when the full suite ran this after other tests)."""
     from flexbill import validation
     from flexbill.db import extract
-    from flexbill.steps import cutoff_of
+    from flexbill.clock import cutoff_of
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
     init_db(engine)

@@ -30,7 +30,7 @@ from flexbill import airflow_steps
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.manual import record_manual_event
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.processes import dump, start
 from tests.reliability.world import D, DIALECTS, Databases

@@ -23,7 +23,7 @@ import pytest
 
 from flexbill.db import schema as s
 from flexbill.db.connect import make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.reliability.dag_driver import dag_tasks, position
 from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, duplicate_periods, outputs_of,
                                      periods, staging_rows, template, without_attempt)

@@ -32,7 +32,8 @@ from flexbill.db.connect import make_engine
 from flexbill.errors import OutputRejected
 from flexbill.finance_report import write_report
 from flexbill.invoicing import finalize
-from flexbill.steps import run_billing_date, utcnow
+from flexbill.clock import utcnow
+from flexbill.runner import run_billing_date
 from tests.documents import assert_documents_consistent
 from tests.integration.test_cli import one_line_error
 from tests.processes import TIMEOUT, clean_env, flexbill, run_all, start

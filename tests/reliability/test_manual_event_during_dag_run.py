@@ -12,7 +12,7 @@ import pytest
 from flexbill.errors import FlexbillError
 
 from flexbill.db.connect import make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.reliability.dag_driver import dag_tasks, run_task, use_database
 from tests.reliability.world import D, LOCATIONS, SUSPEND_AT, LIFT_AT, Databases, contents, template, without_attempt
 from flexbill.manual import record_manual_event

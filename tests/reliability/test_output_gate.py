@@ -31,7 +31,7 @@ from flexbill import airflow_steps, steps
 from flexbill.db import schema as s
 from flexbill.db.connect import make_engine
 from flexbill.errors import FlexbillError
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.reliability.dag_driver import dag_tasks, interval_start, position, run_task
 from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, outputs_of, template,

@@ -9,7 +9,7 @@ import pytest
 
 from flexbill.db.connect import make_engine
 from flexbill.errors import OutputRejected
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.reliability.world import D, Databases, outputs_of, template
 
 

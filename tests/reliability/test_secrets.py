@@ -35,7 +35,7 @@ from sqlalchemy import String, Text, select
 from flexbill import airflow_steps
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.processes import run_all
 from tests.reliability.world import D, scenario
@@ -127,8 +127,8 @@ CONNECTIONS = {
 }
 START = datetime(2024, 3, 1, tzinfo=timezone.utc)
 TASKS = {  # what each DAG task calls
-    "extract_snapshot": lambda: airflow_steps.step("extract_snapshot", START, "run-1"),
-    "apply_rule": lambda: airflow_steps.step("apply_rule", START, "run-1", "signup"),
+    "extract_snapshot": lambda: airflow_steps.extract_snapshot(START, "run-1"),
+    "apply_rule": lambda: airflow_steps.apply_rule(START, "run-1", "signup"),
     "publish": lambda: airflow_steps.publish_summary(START, "run-1"),
     "data_quality_report": lambda: airflow_steps.data_quality_report(START),
     "record_event": lambda: airflow_steps.manual_event({"customer_id": 1, "action": "suspend", "actor": "a@x.io"}),
@@ -164,7 +164,7 @@ def test_the_connection_url_is_built_with_the_password_and_redacted_in_messages(
     init_db(engine)
     scenario(Operator(engine))
     engine.dispose()
-    assert airflow_steps.step("extract_snapshot", START, "run-1")["locations"] == [1, 2]
+    assert airflow_steps.extract_snapshot(START, "run-1")["locations"] == [1, 2]
     assert leaks(caplog.text) == []
 
 

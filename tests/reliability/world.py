@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.steps import run_billing_date
+from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.processes import PG_ADMIN_URL, WALL_CLOCK, dump
 

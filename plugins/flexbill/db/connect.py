@@ -125,7 +125,9 @@ def require_schema(engine: Engine) -> None:
     try:
         present = set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot read the database schema: {exc.__class__.__name__}") from None
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise DatabaseError(f"cannot read the database schema of "
+                            f"{redact(engine.url.render_as_string(hide_password=False))}: {reason}") from None
     from .migrate import needs_upgrade
 
     with engine.connect() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime as datetime_type
-from pathlib import Path
+from importlib.resources import files
 
 from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,17 +14,19 @@ from sqlalchemy.engine import Connection
 RUN_LOCK_KEY = 0x666C6578  # "flex"
 BATCH = 5000
 
-SQL_DIR = Path(__file__).resolve().parents[3] / "include" / "sql"
+# The statements ship inside the package (flexbill/sql/, package data in pyproject.toml; include/sql in the
+# repository is a symlink to it), read through importlib.resources: found wherever flexbill is installed.
+SQL_DIR = files("flexbill") / "sql"
 
 
 def sql(name: str):
-    """A statement from include/sql/<name>.sql, values bound by name (never formatted in)."""
-    return text((SQL_DIR / f"{name}.sql").read_text())
+    """A statement from flexbill/sql/<name>.sql, values bound by name (never formatted in)."""
+    return text((SQL_DIR / f"{name}.sql").read_text(encoding="utf-8"))
 
 
 def statements(name: str, dialect_name: str) -> list[str]:
-    """The statements of include/sql/<name>.<dialect>.sql, one string each (for DDL run by init-db)."""
-    source = (SQL_DIR / f"{name}.{dialect_name}.sql").read_text()
+    """The statements of flexbill/sql/<name>.<dialect>.sql, one string each (for DDL run by init-db)."""
+    source = (SQL_DIR / f"{name}.{dialect_name}.sql").read_text(encoding="utf-8")
     if dialect_name == "postgresql":
         return [source]  # one simple-protocol call runs them all, function bodies ($$ ... $$) included
     import sqlite3
@@ -41,7 +43,7 @@ def statements(name: str, dialect_name: str) -> list[str]:
 
 
 def install_triggers(conn: Connection) -> None:
-    """The lifecycle triggers (include/sql/lifecycle.<dialect>.sql): finalized invoices, their lines and credit
+    """The lifecycle triggers (flexbill/sql/lifecycle.<dialect>.sql): finalized invoices, their lines and credit
     notes never change; billed_periods keeps one row per live (contract, period). Idempotent."""
     for statement in statements("lifecycle", conn.dialect.name):
         if conn.dialect.name == "postgresql":  # no parameters: plpgsql's '%' placeholders reach the server as is

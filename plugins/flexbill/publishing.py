@@ -1,0 +1,175 @@
+"""Publish: a run's validated staging becomes D's outputs, in one transaction under the run lock.
+
+Publish replaces D's drafts, skips, quarantine and active-user report, writes the invoices through the
+invoice lifecycle (a finalized invoice is never rewritten: invoicing.write_date credits and corrects it),
+moves the ledger cursors and records the run in billing_runs.  The publish sequence (flexbill_state
+`publish_seq`) makes a run staged before another publish, or before a manual event, refuse to publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import pandas as pd
+from sqlalchemy import Date, bindparam, delete, select
+from sqlalchemy.engine import Connection, Engine
+
+from . import billing, invoicing, report
+from .clock import utcnow
+from .db import dialect, schema
+from .errors import FlexbillError
+from .money import from_cents
+from .pause import pause
+from .staging import Run, Staging, TableStaging, clear_run
+
+PUBLISHED = "published:"  # flexbill_state row per published run id (value: the publish_seq it left)
+
+
+@dataclass
+class RunSummary:
+    billing_date: date
+    status: str
+    stats: dict = field(default_factory=dict)
+    totals: list = field(default_factory=list)  # (currency, invoices, subtotal, tax, total)
+    seconds: float = 0.0
+    corrections: invoicing.Corrections | None = None  # drafts written, finalized kept, credit notes, corrective
+    finalized: invoicing.Finalized | None = None  # the grace-period finalization that followed the publish
+    preview: bool = False  # a dry run: computed, then rolled back
+    gap: str | None = None  # a warning: D - 1 has no published run (dates never run, or blocked)
+
+
+def _dated(stmt, **types):
+    return stmt.bindparams(*(bindparam(k, type_=v) for k, v in types.items()))
+
+
+def clear_date(conn: Connection, d: date) -> None:
+    """Rewind the ledger for D's live lines and delete what a rerun of D replaces (inside publish's transaction):
+    D's drafts, skips, quarantine and report.  Finalized and credited invoices stay (see invoicing.write_date)."""
+    conn.execute(_dated(dialect.sql("rewind_ledger"), billing_date=Date()), {"billing_date": d})
+    invoicing.delete_drafts(conn, d)
+    conn.execute(delete(schema.skipped_contracts).where(schema.skipped_contracts.c.billing_date == d))
+    conn.execute(delete(schema.quarantine).where(schema.quarantine.c.billing_date == d))
+    conn.execute(delete(schema.active_user_report).where(schema.active_user_report.c.report_date == d))
+
+
+def _money(frame: pd.DataFrame, **columns: str) -> pd.DataFrame:
+    """The frame with money columns (Decimal) made from its integer-cents columns: target=source."""
+    return frame.assign(**{target: [from_cents(int(v)) for v in frame[source]] for target, source in columns.items()})
+
+
+def _write(conn: Connection, d: date, result: billing.DateResult, quarantine: pd.DataFrame,
+           report_frame: pd.DataFrame) -> invoicing.Corrections:
+    """D's outputs, from the validated staging (amounts in cents), into the output tables."""
+    corrections = invoicing.write_date(conn, d, result.invoices, result.lines, utcnow())
+    pause("mid_write")
+    dialect.insert_frame(conn, schema.skipped_contracts, _money(result.skipped, owed_amount="owed_cents"))
+    dialect.insert_frame(conn, schema.quarantine, quarantine, {"billing_date": d})
+    dialect.insert_frame(conn, schema.active_user_report, report_frame)
+    dialect.upsert_frame(conn, schema.contract_ledger, result.ledger, ["contract_id"])
+    return corrections
+
+
+def record_run(conn: Connection, d: date, status: str, started: datetime, stats: dict, message: str | None) -> None:
+    row = {"billing_date": d, "status": status, "started_at": started, "finished_at": utcnow(), "message": message,
+           **{k: int(v) for k, v in stats.items() if k in schema.billing_runs.c}}
+    if status == "published":
+        row["published_at"] = row["finished_at"]
+    dialect.upsert(conn, schema.billing_runs, [row], ["billing_date"])
+
+
+def record_failure(engine: Engine, d: date, started: datetime, message: str) -> None:
+    with engine.begin() as conn:
+        record_run(conn, d, "failed", started, {}, message)
+
+
+def bump_publish_seq(conn: Connection) -> int:
+    """Something a staged run read has changed (a publish, a manual event): runs staged before refuse to publish.
+    Returns the new sequence number."""
+    seq = publish_seq(conn) + 1
+    dialect.upsert(conn, schema.flexbill_state, [{"name": "publish_seq", "value": seq}], ["name"])
+    return seq
+
+
+def publish_seq(conn: Connection) -> int:
+    value = conn.execute(select(schema.flexbill_state.c.value).where(schema.flexbill_state.c.name == "publish_seq"))
+    return int(value.scalar() or 0)
+
+
+def staged_outputs(conn: Connection, run: Run, staging: Staging | None = None
+                   ) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame]:
+    """What the run staged, as the frames publish writes: (result, report, quarantine)."""
+    staging = TableStaging(conn, run) if staging is None else staging
+    d = run.billing_date
+    head = conn.execute(select(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)).mappings().first()
+    if head is None:
+        raise FlexbillError(f"run {run.run_id} has nothing staged: run its extract_snapshot step first")
+    lines = staging.get(schema.stg_lines)
+    lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
+    invoices = staging.get(schema.stg_invoices).assign(billing_date=d)
+    status = staging.get(schema.stg_status)
+    skipped = status[(status["reason"] != "") & (status["owed_periods"] > 0)].assign(billing_date=d)[
+        ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]].reset_index(drop=True)
+    ledger = staging.get(schema.stg_ledger)[["contract_id", "billed_before"]]
+    report_frame = staging.get(schema.stg_report)
+    report_frame = report_frame.assign(report_date=d)[["report_date", "location_id", *report.COUNTS]]
+    report_frame = report_frame.sort_values("location_id").reset_index(drop=True)
+    quarantine = staging.get(schema.stg_quarantine)[["source_table", "row_id", "reason"]]
+    stats = billing.run_stats(status, lines, invoices, d)
+    stats.update(events_appended=head["events_appended"], quarantined_rows=head["quarantined_rows"],
+                 contracts_quarantined=head["contracts_quarantined"])
+    result = billing.DateResult(lines=lines, invoices=invoices, skipped=skipped, ledger=ledger, stats=stats)
+    return result, report_frame, quarantine
+
+
+def publish(conn: Connection, run: Run, staging: Staging | None = None) -> RunSummary:
+    """Replace D's outputs with the run's validated staging, in the caller's transaction, under the run lock."""
+    staging = TableStaging(conn, run) if staging is None else staging
+    dialect.lock_for_run(conn)
+    head = conn.execute(select(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)).mappings().first()
+    if head is None:
+        done = published_by(conn, run)
+        if done is not None:  # a retry of a publish that committed (its task died before reporting success)
+            return done
+    if head is None or not head["validated"]:
+        raise FlexbillError(f"run {run.run_id} for {run.billing_date} is not validated: nothing was published")
+    if head["publish_seq"] != publish_seq(conn):
+        raise FlexbillError(f"another run published, or a manual suspend/lift was recorded, while run {run.run_id} "
+                            f"for {run.billing_date} was staging: its staging is stale, nothing was published; "
+                            "rerun the date (clear the whole DAG run)")
+    result, report_frame, quarantine = staged_outputs(conn, run, staging)
+    clear_date(conn, run.billing_date)
+    corrections = _write(conn, run.billing_date, result, quarantine, report_frame)
+    record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
+    seq = bump_publish_seq(conn)
+    if not staging.in_process:  # a task that may be retried after this commit (not `flexbill run`)
+        dialect.upsert(conn, schema.flexbill_state, [{"name": PUBLISHED + run.run_id, "value": seq}], ["name"])
+    clear_run(conn, run.run_id)
+    # other runs of D (abandoned or racing) staged before this publish, so they can never publish: their staged
+    # rows go; their head row stays, so their own publish refuses with "stale", as it would have
+    stale = select(schema.stg_runs.c.run_id).where(schema.stg_runs.c.billing_date == run.billing_date)
+    for run_id in conn.execute(stale).scalars().all():
+        clear_run(conn, run_id, keep_head=True)
+    totals = (result.invoices.groupby("currency")
+              .agg(invoices=("invoice_id", "size"), subtotal=("subtotal_cents", "sum"),
+                   tax=("tax_cents", "sum"), total=("total_cents", "sum")).reset_index())
+    return RunSummary(run.billing_date, "published", result.stats, [
+        (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
+        for r in totals.itertuples()], corrections=corrections)
+
+
+
+def published_by(conn: Connection, run: Run) -> RunSummary | None:
+    """The summary of D as published, when this very run id published it (None otherwise): a publish task
+    retried after its commit finds its work done instead of failing with "not validated"."""
+    state = schema.flexbill_state
+    if conn.execute(select(state.c.value).where(state.c.name == PUBLISHED + run.run_id)).first() is None:
+        return None
+    row = conn.execute(select(schema.billing_runs).where(schema.billing_runs.c.billing_date == run.billing_date)
+                       ).mappings().first()
+    stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"} if row else {}
+    from .figures import invoices_by_location, totals_by_currency  # the report's own sums, per currency
+
+    totals = totals_by_currency(invoices_by_location(conn, run.billing_date))
+    return RunSummary(run.billing_date, "published", stats,
+                      [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals])

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test airflow clean browser
+.PHONY: install demo test lint airflow clean browser
 
 install: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/flexbill demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/pytest
+
+# ruff: lint and formatting (configured in pyproject.toml); `$(BIN)/ruff format .` fixes the formatting
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Headless Chromium (Debian's package) for the report test; installed once, as root, from Debian's registry.
 browser:

@@ -95,8 +95,11 @@ def disk_bytes(db: str, n: int) -> int:
     if db == "postgresql":
         with pg_connect(PG_ADMIN_URL, autocommit=True) as conn:
             return int(conn.execute("select pg_database_size(%s)", (pg_name(n),)).fetchone()[0])
-    return sum(Path(f"{sqlite_path(n)}{s}").stat().st_size for s in ("", "-wal", "-shm")
-               if Path(f"{sqlite_path(n)}{s}").exists())
+    return sum(
+        Path(f"{sqlite_path(n)}{s}").stat().st_size
+        for s in ("", "-wal", "-shm")
+        if Path(f"{sqlite_path(n)}{s}").exists()
+    )
 
 
 def load() -> str:

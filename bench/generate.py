@@ -92,7 +92,7 @@ class Rand:
         return _mix(_mix(np.asarray(ids, dtype=np.uint64) ^ key) + key)
 
     def uniform(self, ids, salt) -> np.ndarray:
-        return (self.bits(ids, salt) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+        return (self.bits(ids, salt) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
     def randint(self, ids, salt, n) -> np.ndarray:
         return (self.bits(ids, salt) % np.uint64(n)).astype(np.int64)
@@ -158,8 +158,15 @@ def locations() -> pd.DataFrame:
     cur = [CURRENCIES[(i - 1) % 4] for i in ids]
     tax = [TAX_E4[c][i % 2] for c, i in zip(cur, ids)]
     since = [str(SIGNUP_SINCE) if i in SIGNUP_LOCATIONS else None for i in ids]
-    return pd.DataFrame({"id": ids, "name": [f"Location {i:02d}" for i in ids], "currency": cur,
-                         "tax_rate_e4": tax, "keep_new_accounts_suspended_since": since})
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "name": [f"Location {i:02d}" for i in ids],
+            "currency": cur,
+            "tax_rate_e4": tax,
+            "keep_new_accounts_suspended_since": since,
+        }
+    )
 
 
 def plan_price_cents(location_id, kind) -> np.ndarray:
@@ -176,8 +183,19 @@ def plans() -> pd.DataFrame:
             rows.append((loc * 10 + k, loc, name, base + step * loc, CURRENCIES[(loc - 1) % 4], months, weeks, since))
     rows.append((BAD_PLAN_CURRENCY, 20, "Imported plan (wrong currency)", 10000, "EUR", 1, 0, None))
     rows.append((BAD_PLAN_STEPS, 19, "Imported plan (monthly and weekly)", 10000, CURRENCIES[18 % 4], 1, 1, None))
-    return pd.DataFrame(rows, columns=["id", "location_id", "name", "price_cents", "currency",
-                                       "invoice_every_months", "invoice_every_weeks", "since"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "location_id",
+            "name",
+            "price_cents",
+            "currency",
+            "invoice_every_months",
+            "invoice_every_weeks",
+            "since",
+        ],
+    )
 
 
 def customers(n: int, rnd: Rand) -> Customers:
@@ -239,11 +257,23 @@ def contracts(lo: int, hi: int, cust: Customers, rnd: Rand) -> pd.DataFrame:
     kind = np.where(plan_id % 10 == 3, 3, np.where(plan_id % 10 == 6, 6, kind))
     months = np.array([1, 1, 1, 0, 3, 12, 1], dtype=np.int64)[np.clip(plan_id % 10, 0, 6)]
     weeks = (plan_id % 10 == 3).astype(np.int64)
-    return pd.DataFrame({
-        "id": ids, "customer_id": customer, "plan_id": plan_id, "price_cents": price, "quantity": quantity,
-        "start_date": start, "billing_day": billing_day, "cancellation_date": cancel, "created_at": created,
-        "months": months, "weeks": weeks, "bad": bad, "location_id": cloc,
-    })
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "customer_id": customer,
+            "plan_id": plan_id,
+            "price_cents": price,
+            "quantity": quantity,
+            "start_date": start,
+            "billing_day": billing_day,
+            "cancellation_date": cancel,
+            "created_at": created,
+            "months": months,
+            "weeks": weeks,
+            "bad": bad,
+            "location_id": cloc,
+        }
+    )
 
 
 def manual_events(cust: Customers, rnd: Rand) -> pd.DataFrame:
@@ -253,26 +283,74 @@ def manual_events(cust: Customers, rnd: Rand) -> pd.DataFrame:
     parts = []
     manual = rnd.uniform(ids, 30) < 0.07
     s_at = np.maximum(_between(SUSPEND_FROM, SUSPEND_FROM + 365 * DAYS, rnd.uniform(ids, 31)), cust.created + HOUR)
-    parts.append(pd.DataFrame({"customer_id": ids[manual], "occurred_at": s_at[manual], "action": "suspend",
-                               "source": "manual", "reason": "unpaid invoices", "valid": True}))
+    parts.append(
+        pd.DataFrame(
+            {
+                "customer_id": ids[manual],
+                "occurred_at": s_at[manual],
+                "action": "suspend",
+                "source": "manual",
+                "reason": "unpaid invoices",
+                "valid": True,
+            }
+        )
+    )
     lifted = manual & (rnd.uniform(ids, 32) < 0.30)
     l_at = s_at + (DAYS + (rnd.uniform(ids, 33) * 89 * 86400).astype(np.int64).astype("timedelta64[s]"))
-    parts.append(pd.DataFrame({"customer_id": ids[lifted], "occurred_at": l_at[lifted], "action": "lift",
-                               "source": "manual", "reason": "paid", "valid": True}))
+    parts.append(
+        pd.DataFrame(
+            {
+                "customer_id": ids[lifted],
+                "occurred_at": l_at[lifted],
+                "action": "lift",
+                "source": "manual",
+                "reason": "paid",
+                "valid": True,
+            }
+        )
+    )
     signup = np.isin(cust.location_id, SIGNUP_LOCATIONS) & (cust.created >= SIGNUP_SINCE)
     approved = signup & (rnd.uniform(ids, 34) < 0.7)
     a_at = cust.created + (DAYS + (rnd.uniform(ids, 35) * 4 * 86400).astype(np.int64).astype("timedelta64[s]"))
-    parts.append(pd.DataFrame({"customer_id": ids[approved], "occurred_at": a_at[approved], "action": "lift",
-                               "source": "manual", "reason": "new member approved", "valid": True}))
+    parts.append(
+        pd.DataFrame(
+            {
+                "customer_id": ids[approved],
+                "occurred_at": a_at[approved],
+                "action": "lift",
+                "source": "manual",
+                "reason": "new member approved",
+                "valid": True,
+            }
+        )
+    )
     odd = manual & (rnd.uniform(ids, 36) < 0.02)
     kind = rnd.randint(ids, 37, 3)[odd]
-    parts.append(pd.DataFrame({
-        "customer_id": ids[odd], "occurred_at": s_at[odd] + HOUR,
-        "action": np.array(["lift", "pause", "suspend"])[kind],
-        "source": np.array(["crm_stage", "manual", "robot"])[kind], "reason": "imported", "valid": False}))
+    parts.append(
+        pd.DataFrame(
+            {
+                "customer_id": ids[odd],
+                "occurred_at": s_at[odd] + HOUR,
+                "action": np.array(["lift", "pause", "suspend"])[kind],
+                "source": np.array(["crm_stage", "manual", "robot"])[kind],
+                "reason": "imported",
+                "valid": False,
+            }
+        )
+    )
     ghosts = len(ids) + np.array([5000, 5001])
-    parts.append(pd.DataFrame({"customer_id": ghosts, "occurred_at": np.datetime64("2026-06-01T09:00:00", "s"),
-                               "action": "suspend", "source": "manual", "reason": "imported", "valid": False}))
+    parts.append(
+        pd.DataFrame(
+            {
+                "customer_id": ghosts,
+                "occurred_at": np.datetime64("2026-06-01T09:00:00", "s"),
+                "action": "suspend",
+                "source": "manual",
+                "reason": "imported",
+                "valid": False,
+            }
+        )
+    )
     ev = pd.concat(parts, ignore_index=True)
     ev["occurred_at"] = ev["occurred_at"].astype(SEC)
     ev = ev.sort_values(["occurred_at", "customer_id"], kind="stable").reset_index(drop=True)
@@ -284,10 +362,18 @@ def manual_events(cust: Customers, rnd: Rand) -> pd.DataFrame:
 def crm(cust: Customers, rnd: Rand) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One board per location with Lead / Won / Churned (deactivates since CRM_SINCE) stages; 4 % of customers
     have an entry; a stage of an unknown board and entries in unknown stages are bad rows."""
-    boards = pd.DataFrame({"id": np.arange(1, LOCATIONS + 1), "location_id": np.arange(1, LOCATIONS + 1),
-                           "name": [f"Sales {i:02d}" for i in range(1, LOCATIONS + 1)]})
-    stages = [(loc * 10 + k, loc, name, str(CRM_SINCE) if k == 3 else None)
-              for loc in range(1, LOCATIONS + 1) for k, name in ((1, "Lead"), (2, "Won"), (3, "Churned"))]
+    boards = pd.DataFrame(
+        {
+            "id": np.arange(1, LOCATIONS + 1),
+            "location_id": np.arange(1, LOCATIONS + 1),
+            "name": [f"Sales {i:02d}" for i in range(1, LOCATIONS + 1)],
+        }
+    )
+    stages = [
+        (loc * 10 + k, loc, name, str(CRM_SINCE) if k == 3 else None)
+        for loc in range(1, LOCATIONS + 1)
+        for k, name in ((1, "Lead"), (2, "Won"), (3, "Churned"))
+    ]
     stages.append((9999, 77, "Ghost stage", str(CRM_SINCE)))
     stages = pd.DataFrame(stages, columns=["id", "board_id", "name", "deactivate_account_since"])
     ids = cust.id
@@ -295,14 +381,24 @@ def crm(cust: Customers, rnd: Rand) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     u = rnd.uniform(ids, 41)
     k = np.where(u < 0.5, 1, np.where(u < 0.8, 2, 3))
     entered = _between(cust.created, HORIZON, rnd.uniform(ids, 42))
-    good = pd.DataFrame({"customer_id": ids[has], "stage_id": (cust.location_id * 10 + k)[has],
-                         "entered_at": entered[has], "churn": (k == 3)[has] & ~cust.bad[has]})
+    good = pd.DataFrame(
+        {
+            "customer_id": ids[has],
+            "stage_id": (cust.location_id * 10 + k)[has],
+            "entered_at": entered[has],
+            "churn": (k == 3)[has] & ~cust.bad[has],
+        }
+    )
     ghost = ids % 7919 == 3
     unknown = ids % 7919 == 5
-    bad = pd.concat([
-        pd.DataFrame({"customer_id": ids[ghost], "stage_id": 9999, "entered_at": entered[ghost], "churn": False}),
-        pd.DataFrame({"customer_id": ids[unknown], "stage_id": 12345, "entered_at": entered[unknown], "churn": False}),
-    ])
+    bad = pd.concat(
+        [
+            pd.DataFrame({"customer_id": ids[ghost], "stage_id": 9999, "entered_at": entered[ghost], "churn": False}),
+            pd.DataFrame(
+                {"customer_id": ids[unknown], "stage_id": 12345, "entered_at": entered[unknown], "churn": False}
+            ),
+        ]
+    )
     entries = pd.concat([good, bad], ignore_index=True).sort_values(["customer_id", "stage_id"], kind="stable")
     entries.insert(0, "id", np.arange(1, len(entries) + 1))
     return boards, stages, entries.reset_index(drop=True)
@@ -326,7 +422,7 @@ def _money(cents) -> np.ndarray:
     cents = np.asarray(cents, dtype=np.int64)
     sign = np.where(cents < 0, "-", "")
     a = np.abs(cents)
-    text = (pd.Series(sign) + pd.Series(a // 100).astype(str) + "." + pd.Series(a % 100).astype(str).str.zfill(2))
+    text = pd.Series(sign) + pd.Series(a // 100).astype(str) + "." + pd.Series(a % 100).astype(str).str.zfill(2)
     return text.to_numpy(dtype=object)
 
 
@@ -366,8 +462,10 @@ class Sink:
                     copy.write(buf.getvalue())
         else:
             marks = ", ".join("?" for _ in frame.columns)
-            self.conn.executemany(f'INSERT INTO "{table}" ({cols}) VALUES ({marks})',
-                                  frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None))
+            self.conn.executemany(
+                f'INSERT INTO "{table}" ({cols}) VALUES ({marks})',
+                frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None),
+            )
         return len(frame)
 
     def commit(self) -> None:
@@ -401,49 +499,111 @@ def load(url: str, n: int, seed: int) -> dict:
     sqlite = not sink.pg
     counts = {}
     loc = locations()
-    counts["locations"] = sink.write("locations", pd.DataFrame({
-        "id": loc["id"], "name": loc["name"], "currency": loc["currency"], "tax_rate": [f"{v // 10000}.{v % 10000:04d}" for v in loc["tax_rate_e4"]],
-        "keep_new_accounts_suspended_since": _ts(pd.to_datetime(loc["keep_new_accounts_suspended_since"]), sqlite)}))
+    counts["locations"] = sink.write(
+        "locations",
+        pd.DataFrame(
+            {
+                "id": loc["id"],
+                "name": loc["name"],
+                "currency": loc["currency"],
+                "tax_rate": [f"{v // 10000}.{v % 10000:04d}" for v in loc["tax_rate_e4"]],
+                "keep_new_accounts_suspended_since": _ts(
+                    pd.to_datetime(loc["keep_new_accounts_suspended_since"]), sqlite
+                ),
+            }
+        ),
+    )
     pl = plans()
-    counts["plans"] = sink.write("plans", pd.DataFrame({
-        "id": pl["id"], "location_id": pl["location_id"], "name": pl["name"], "price": _money(pl["price_cents"]),
-        "currency": pl["currency"], "invoice_every_months": pl["invoice_every_months"],
-        "invoice_every_weeks": pl["invoice_every_weeks"],
-        "suspend_customers_joining_since": _ts(pd.to_datetime(pl["since"]), sqlite)}))
+    counts["plans"] = sink.write(
+        "plans",
+        pd.DataFrame(
+            {
+                "id": pl["id"],
+                "location_id": pl["location_id"],
+                "name": pl["name"],
+                "price": _money(pl["price_cents"]),
+                "currency": pl["currency"],
+                "invoice_every_months": pl["invoice_every_months"],
+                "invoice_every_weeks": pl["invoice_every_weeks"],
+                "suspend_customers_joining_since": _ts(pd.to_datetime(pl["since"]), sqlite),
+            }
+        ),
+    )
     cust = customers(n, rnd)
     for lo in range(0, len(cust.id), CHUNK):
         sl = slice(lo, lo + CHUNK)
         ids = cust.id[sl]
-        counts["customers"] = counts.get("customers", 0) + sink.write("customers", pd.DataFrame({
-            "id": ids, "location_id": cust.location_id[sl],
-            "full_name": np.char.add("Customer ", ids.astype(str)).astype(object),
-            "email": np.char.add(np.char.add("c", ids.astype(str)), "@example.com").astype(object),
-            "created_at": _ts(cust.created[sl], sqlite), "archived_at": _ts(cust.archived[sl], sqlite),
-            "portal_access": np.where(cust.portal[sl], 1, 0) if sqlite else np.where(cust.portal[sl], "t", "f")}))
+        counts["customers"] = counts.get("customers", 0) + sink.write(
+            "customers",
+            pd.DataFrame(
+                {
+                    "id": ids,
+                    "location_id": cust.location_id[sl],
+                    "full_name": np.char.add("Customer ", ids.astype(str)).astype(object),
+                    "email": np.char.add(np.char.add("c", ids.astype(str)), "@example.com").astype(object),
+                    "created_at": _ts(cust.created[sl], sqlite),
+                    "archived_at": _ts(cust.archived[sl], sqlite),
+                    "portal_access": np.where(cust.portal[sl], 1, 0) if sqlite else np.where(cust.portal[sl], "t", "f"),
+                }
+            ),
+        )
     _say(f"customers: {counts['customers']:,}", t0)
     for lo in range(1, n + 1, CHUNK):
         c = contracts(lo, min(lo + CHUNK, n + 1), cust, rnd)
-        counts["contracts"] = counts.get("contracts", 0) + sink.write("contracts", pd.DataFrame({
-            "id": c["id"], "customer_id": c["customer_id"], "plan_id": c["plan_id"],
-            "price": np.where(c["price_cents"].to_numpy() == -1, None, _money(c["price_cents"])),
-            "quantity": c["quantity"], "start_date": _date(c["start_date"]),
-            "billing_day": _nullable_int(c["billing_day"]), "cancellation_date": _date(c["cancellation_date"]),
-            "next_invoice_date": None, "created_at": _ts(c["created_at"], sqlite)}))
+        counts["contracts"] = counts.get("contracts", 0) + sink.write(
+            "contracts",
+            pd.DataFrame(
+                {
+                    "id": c["id"],
+                    "customer_id": c["customer_id"],
+                    "plan_id": c["plan_id"],
+                    "price": np.where(c["price_cents"].to_numpy() == -1, None, _money(c["price_cents"])),
+                    "quantity": c["quantity"],
+                    "start_date": _date(c["start_date"]),
+                    "billing_day": _nullable_int(c["billing_day"]),
+                    "cancellation_date": _date(c["cancellation_date"]),
+                    "next_invoice_date": None,
+                    "created_at": _ts(c["created_at"], sqlite),
+                }
+            ),
+        )
         _say(f"contracts: {counts['contracts']:,} of {n:,}", t0)
     ev = manual_events(cust, rnd)
-    counts["suspension_events"] = sink.write("suspension_events", pd.DataFrame({
-        "id": ev["id"], "customer_id": ev["customer_id"], "occurred_at": _ts(ev["occurred_at"].to_numpy(), sqlite),
-        "action": ev["action"], "source": ev["source"], "reason": ev["reason"], "actor": ev["actor"]}))
+    counts["suspension_events"] = sink.write(
+        "suspension_events",
+        pd.DataFrame(
+            {
+                "id": ev["id"],
+                "customer_id": ev["customer_id"],
+                "occurred_at": _ts(ev["occurred_at"].to_numpy(), sqlite),
+                "action": ev["action"],
+                "source": ev["source"],
+                "reason": ev["reason"],
+                "actor": ev["actor"],
+            }
+        ),
+    )
     boards, stages, entries = crm(cust, rnd)
     counts["crm_boards"] = sink.write("crm_boards", boards)
-    counts["crm_stages"] = sink.write("crm_stages", stages.assign(
-        deactivate_account_since=_ts(pd.to_datetime(stages["deactivate_account_since"]), sqlite)))
-    counts["crm_stage_entries"] = sink.write("crm_stage_entries", pd.DataFrame({
-        "id": entries["id"], "customer_id": entries["customer_id"], "stage_id": entries["stage_id"],
-        "entered_at": _ts(entries["entered_at"].to_numpy(), sqlite)}))
+    counts["crm_stages"] = sink.write(
+        "crm_stages",
+        stages.assign(deactivate_account_since=_ts(pd.to_datetime(stages["deactivate_account_since"]), sqlite)),
+    )
+    counts["crm_stage_entries"] = sink.write(
+        "crm_stage_entries",
+        pd.DataFrame(
+            {
+                "id": entries["id"],
+                "customer_id": entries["customer_id"],
+                "stage_id": entries["stage_id"],
+                "entered_at": _ts(entries["entered_at"].to_numpy(), sqlite),
+            }
+        ),
+    )
     if sink.pg:  # keep the id sequence ahead of the rows loaded with explicit ids
-        sink.execute("select setval(pg_get_serial_sequence('suspension_events', 'id'), "
-                     "(select max(id) from suspension_events))")
+        sink.execute(
+            "select setval(pg_get_serial_sequence('suspension_events', 'id'), (select max(id) from suspension_events))"
+        )
     sink.commit()
     sink.close()
     _say(f"loaded {sum(counts.values()):,} source rows", t0)
@@ -457,26 +617,54 @@ def triggers(n: int, seed: int, cust: Customers | None = None) -> pd.DataFrame:
     cust = cust or customers(n, rnd)
     loc = cust.location_id
     hit = np.isin(loc, SIGNUP_LOCATIONS) & (cust.created >= SIGNUP_SINCE) & ~cust.bad
-    parts = [pd.DataFrame({"customer_id": cust.id[hit], "occurred_at": cust.created[hit], "source": "signup",
-                           "trigger_key": np.char.add("signup:", cust.id[hit].astype(str)).astype(object),
-                           "reason": "location keeps new member accounts suspended"})]
+    parts = [
+        pd.DataFrame(
+            {
+                "customer_id": cust.id[hit],
+                "occurred_at": cust.created[hit],
+                "source": "signup",
+                "trigger_key": np.char.add("signup:", cust.id[hit].astype(str)).astype(object),
+                "reason": "location keeps new member accounts suspended",
+            }
+        )
+    ]
     for lo in range(1, n + 1, CHUNK):
         c = contracts(lo, min(lo + CHUNK, n + 1), cust, rnd)
-        hit = ((c["plan_id"] % 10 == 6) & c["location_id"].isin(TRIAL_LOCATIONS) & ~c["bad"]
-               & (c["created_at"] >= TRIAL_SINCE))
+        hit = (
+            (c["plan_id"] % 10 == 6)
+            & c["location_id"].isin(TRIAL_LOCATIONS)
+            & ~c["bad"]
+            & (c["created_at"] >= TRIAL_SINCE)
+        )
         h = c[hit]
-        parts.append(pd.DataFrame({
-            "customer_id": h["customer_id"].to_numpy(), "occurred_at": h["created_at"].to_numpy(), "source": "plan",
-            "trigger_key": ("plan:" + h["id"].astype(str)).to_numpy(dtype=object),
-            "reason": ("joined plan " + h["plan_id"].astype(str) + ", which suspends customers joining it")
-            .to_numpy(dtype=object)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "customer_id": h["customer_id"].to_numpy(),
+                    "occurred_at": h["created_at"].to_numpy(),
+                    "source": "plan",
+                    "trigger_key": ("plan:" + h["id"].astype(str)).to_numpy(dtype=object),
+                    "reason": (
+                        "joined plan " + h["plan_id"].astype(str) + ", which suspends customers joining it"
+                    ).to_numpy(dtype=object),
+                }
+            )
+        )
     _, _, entries = crm(cust, rnd)
     h = entries[entries["churn"] & (entries["entered_at"] >= CRM_SINCE)]
-    parts.append(pd.DataFrame({
-        "customer_id": h["customer_id"].to_numpy(), "occurred_at": h["entered_at"].to_numpy(), "source": "crm_stage",
-        "trigger_key": ("crm_stage:" + h["id"].astype(str)).to_numpy(dtype=object),
-        "reason": ("opportunity entered CRM stage " + h["stage_id"].astype(str) + " (deactivate account)")
-        .to_numpy(dtype=object)}))
+    parts.append(
+        pd.DataFrame(
+            {
+                "customer_id": h["customer_id"].to_numpy(),
+                "occurred_at": h["entered_at"].to_numpy(),
+                "source": "crm_stage",
+                "trigger_key": ("crm_stage:" + h["id"].astype(str)).to_numpy(dtype=object),
+                "reason": (
+                    "opportunity entered CRM stage " + h["stage_id"].astype(str) + " (deactivate account)"
+                ).to_numpy(dtype=object),
+            }
+        )
+    )
     out = pd.concat(parts, ignore_index=True)
     out["occurred_at"] = out["occurred_at"].astype(SEC)
     return out
@@ -486,10 +674,13 @@ def owed_from(cust: Customers, events: pd.DataFrame, rules: pd.DataFrame, at: np
     """Per customer id (index 0 unused), the date from which its contracts are still owed at instant `at`
     (the cutoff of the day before): the day its current suspension began, or the day it was archived; NaT
     where nothing is pending."""
-    ev = pd.concat([
-        events.loc[events["valid"], ["customer_id", "occurred_at", "action", "id"]],
-        rules[["customer_id", "occurred_at"]].assign(action="suspend", id=np.arange(len(rules)) + 10**12),
-    ], ignore_index=True)
+    ev = pd.concat(
+        [
+            events.loc[events["valid"], ["customer_id", "occurred_at", "action", "id"]],
+            rules[["customer_id", "occurred_at"]].assign(action="suspend", id=np.arange(len(rules)) + 10**12),
+        ],
+        ignore_index=True,
+    )
     ev = ev[(ev["occurred_at"] < at) & (ev["customer_id"] <= len(cust.id))]
     ev = ev.sort_values(["customer_id", "occurred_at", "id"], kind="stable")
     last = ev.groupby("customer_id").tail(1)
@@ -509,7 +700,7 @@ def owed_from(cust: Customers, events: pd.DataFrame, rules: pd.DataFrame, at: np
 
 
 @contextlib.contextmanager
-def lifecycle_guards_off(sink: "Sink"):
+def lifecycle_guards_off(sink: Sink):
     """The lifecycle triggers (finalized invoices are never deleted) off while the benchmark resets a database to
     a steady state; back on after.  Never done by flexbill: a benchmark database is the harness's to rewrite."""
     guarded = ("invoices", "invoice_lines", "billed_periods", "credit_notes")
@@ -522,8 +713,9 @@ def lifecycle_guards_off(sink: "Sink"):
         return
     from flexbill.db.dialect import statements
 
-    for (name,) in sink.execute("select name from sqlite_master where type = 'trigger' and name like 'flexbill%'"
-                                ).fetchall():
+    for (name,) in sink.execute(
+        "select name from sqlite_master where type = 'trigger' and name like 'flexbill%'"
+    ).fetchall():
         sink.execute(f'DROP TRIGGER "{name}"')
     yield
     for statement in statements("lifecycle", "sqlite"):
@@ -541,19 +733,47 @@ def prepare(url: str, n: int, seed: int, d: date) -> dict:
     pending = owed_from(cust, events, rules, at)
     sink = Sink(url)
     sqlite = not sink.pg
-    outputs = ["billed_periods", "credit_notes", "invoice_lines", "invoices", "number_series", "skipped_contracts",
-               "active_user_report", "quarantine", "billing_runs", "contract_ledger", "stg_quarantine", "stg_candidates",
-               "stg_periods", "stg_status", "stg_ledger", "stg_lines", "stg_invoices", "stg_report", "stg_runs",
-               "flexbill_state"]
+    outputs = [
+        "billed_periods",
+        "credit_notes",
+        "invoice_lines",
+        "invoices",
+        "number_series",
+        "skipped_contracts",
+        "active_user_report",
+        "quarantine",
+        "billing_runs",
+        "contract_ledger",
+        "stg_quarantine",
+        "stg_candidates",
+        "stg_periods",
+        "stg_status",
+        "stg_ledger",
+        "stg_lines",
+        "stg_invoices",
+        "stg_report",
+        "stg_runs",
+        "flexbill_state",
+    ]
     with lifecycle_guards_off(sink):  # the harness resets outputs that flexbill itself never deletes
         for table in outputs:
             sink.execute(f'DELETE FROM "{table}"')
     sink.execute("DELETE FROM suspension_events WHERE trigger_key IS NOT NULL")
     before = rules[rules["occurred_at"] < at].sort_values(["occurred_at", "trigger_key"], kind="stable")
-    recorded = sink.write("suspension_events", pd.DataFrame({
-        "customer_id": before["customer_id"].to_numpy(), "occurred_at": _ts(before["occurred_at"].to_numpy(), sqlite),
-        "action": "suspend", "source": before["source"].to_numpy(), "reason": before["reason"].to_numpy(),
-        "actor": None, "trigger_key": before["trigger_key"].to_numpy()}))
+    recorded = sink.write(
+        "suspension_events",
+        pd.DataFrame(
+            {
+                "customer_id": before["customer_id"].to_numpy(),
+                "occurred_at": _ts(before["occurred_at"].to_numpy(), sqlite),
+                "action": "suspend",
+                "source": before["source"].to_numpy(),
+                "reason": before["reason"].to_numpy(),
+                "actor": None,
+                "trigger_key": before["trigger_key"].to_numpy(),
+            }
+        ),
+    )
     _say(f"{d}: {recorded:,} automatic-rule events before {d} recorded", t0)
     if sink.pg:
         sink.execute("CREATE TEMPORARY TABLE bench_nid (id integer PRIMARY KEY, nid date) ON COMMIT DROP")
@@ -568,19 +788,26 @@ def prepare(url: str, n: int, seed: int, d: date) -> dict:
         x = np.full(len(c), d64)
         x[known] = np.where(np.isnat(pending[customer[known]]), d64, pending[customer[known]])
         start = c["start_date"].to_numpy(DAY)
-        nid = first_start_on_or_after(start, c["months"].to_numpy(), c["weeks"].to_numpy(),
-                                      c["billing_day"].to_numpy(), x)
+        nid = first_start_on_or_after(
+            start, c["months"].to_numpy(), c["weeks"].to_numpy(), c["billing_day"].to_numpy(), x
+        )
         nid = np.where(start < d64, nid, np.datetime64("NaT"))
         sink.write("bench_nid", pd.DataFrame({"id": c["id"], "nid": _date(nid)}))
         keep = ~np.isnat(nid) & ~c["bad"].to_numpy()
-        ledger_rows += sink.write("contract_ledger", pd.DataFrame({"contract_id": c["id"].to_numpy()[keep],
-                                                                   "billed_before": _date(nid[keep])}))
+        ledger_rows += sink.write(
+            "contract_ledger",
+            pd.DataFrame({"contract_id": c["id"].to_numpy()[keep], "billed_before": _date(nid[keep])}),
+        )
     if sink.pg:
-        sink.execute("UPDATE contracts c SET next_invoice_date = b.nid FROM bench_nid b "
-                     "WHERE b.id = c.id AND c.next_invoice_date IS DISTINCT FROM b.nid")
+        sink.execute(
+            "UPDATE contracts c SET next_invoice_date = b.nid FROM bench_nid b "
+            "WHERE b.id = c.id AND c.next_invoice_date IS DISTINCT FROM b.nid"
+        )
     else:
-        sink.execute("UPDATE contracts SET next_invoice_date = b.nid FROM bench_nid b "
-                     "WHERE b.id = contracts.id AND contracts.next_invoice_date IS NOT b.nid")
+        sink.execute(
+            "UPDATE contracts SET next_invoice_date = b.nid FROM bench_nid b "
+            "WHERE b.id = contracts.id AND contracts.next_invoice_date IS NOT b.nid"
+        )
         sink.execute("DROP TABLE bench_nid")
     sink.commit()
     sink.close()
@@ -605,8 +832,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--db", required=True, help="SQLAlchemy URL of an empty database (or of one loaded before)")
     ap.add_argument("--n", type=int, required=True, help="number of contracts (customers: n/2)")
     ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--date", type=date.fromisoformat, default=FIRST_OF_MONTH,
-                    help="billing date to prepare the steady state for")
+    ap.add_argument(
+        "--date", type=date.fromisoformat, default=FIRST_OF_MONTH, help="billing date to prepare the steady state for"
+    )
     ap.add_argument("--prepare-only", action="store_true", help="do not load; only move the steady state to --date")
     args = ap.parse_args(argv)
     if not args.prepare_only:

@@ -74,9 +74,32 @@ def pyspy(pyspy_bin: str, url: str, d: date, top: int) -> dict:
     raw.parent.mkdir(parents=True, exist_ok=True)
     flexbill = str(Path(sys.executable).with_name("flexbill"))
     t0 = time.perf_counter()
-    subprocess.run([pyspy_bin, "record", "--idle", "-r", str(RATE), "-f", "raw", "-o", str(raw), "--",
-                    flexbill, "run", "--date", str(d), "--db", url, "--out", str(VAR / "reports"),
-                    "--gx-dir", str(VAR / "gx")], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            pyspy_bin,
+            "record",
+            "--idle",
+            "-r",
+            str(RATE),
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--",
+            flexbill,
+            "run",
+            "--date",
+            str(d),
+            "--db",
+            url,
+            "--out",
+            str(VAR / "reports"),
+            "--gx-dir",
+            str(VAR / "gx"),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     return aggregate(raw, top, time.perf_counter() - t0)
 
 
@@ -95,21 +118,42 @@ def aggregate(raw: Path, top: int, wall: float = 0.0) -> dict:
         for f in set(frames):
             inclusive[f] += n
         own[frames[-1]] += n
-    print(f"\npy-spy: {total / RATE:.1f}s sampled in the main thread ({wall:.1f}s wall with py-spy; "
-          f"{idle_threads / RATE:.1f}s of helper threads left out), raw stacks in {raw}")
+    print(
+        f"\npy-spy: {total / RATE:.1f}s sampled in the main thread ({wall:.1f}s wall with py-spy; "
+        f"{idle_threads / RATE:.1f}s of helper threads left out), raw stacks in {raw}"
+    )
     print(f"\ntop {top} functions by inclusive seconds (what they and their callees took):")
     for f, n in inclusive.most_common(top):
         print(f"  {n / RATE:7.2f}s  {f}")
     print(f"\ntop {top} functions by self seconds (time in the function itself, waits included):")
     for f, n in own.most_common(top):
         print(f"  {n / RATE:7.2f}s  {f}")
-    return {"sampled_s": total / RATE, "inclusive": [(f, n / RATE) for f, n in inclusive.most_common(top)],
-            "self": [(f, n / RATE) for f, n in own.most_common(top)]}
+    return {
+        "sampled_s": total / RATE,
+        "inclusive": [(f, n / RATE) for f, n in inclusive.most_common(top)],
+        "self": [(f, n / RATE) for f, n in own.most_common(top)],
+    }
 
 
 def prepare(url: str, n: int, seed: int, d: date) -> None:
-    subprocess.run([sys.executable, "-m", "bench.generate", "--db", url, "--n", str(n), "--seed", str(seed),
-                    "--date", str(d), "--prepare-only"], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.generate",
+            "--db",
+            url,
+            "--n",
+            str(n),
+            "--seed",
+            str(seed),
+            "--date",
+            str(d),
+            "--prepare-only",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

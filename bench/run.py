@@ -26,23 +26,39 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from .common import (DATES, PG_ADMIN_URL, ROOT, SEED, VAR, create_fresh, disk_bytes, drop, is_pg, load,
-                     parse_size, pg_connect, size_label, url_for)
+from .common import (
+    DATES,
+    PG_ADMIN_URL,
+    ROOT,
+    SEED,
+    VAR,
+    create_fresh,
+    disk_bytes,
+    drop,
+    is_pg,
+    load,
+    parse_size,
+    pg_connect,
+    size_label,
+    url_for,
+)
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 PYTHON = sys.executable
 FLEXBILL = str(Path(sys.executable).with_name("flexbill"))
 LINE_COLUMNS = "contract_id, period_start, period_end, quantity, unit_price, amount, prorated"
-FLEXBILL_LINES = (f"select {', '.join('l.' + c.strip() for c in LINE_COLUMNS.split(','))} "
-                  "from invoice_lines l join invoices i on i.invoice_id = l.invoice_id "
-                  "where i.billing_date = '{d}' and i.status <> 'credited'")
-GIB = 1024 ** 3
+FLEXBILL_LINES = (
+    f"select {', '.join('l.' + c.strip() for c in LINE_COLUMNS.split(','))} "
+    "from invoice_lines l join invoices i on i.invoice_id = l.invoice_id "
+    "where i.billing_date = '{d}' and i.status <> 'credited'"
+)
+GIB = 1024**3
 
 
 class Failed(Exception):
@@ -60,8 +76,13 @@ def child(cmd: list[str], label: str, log: Path, env: dict | None = None) -> dic
     console.print(f"  [dim]{time.strftime('%H:%M:%S')}[/] {label} ...", highlight=False)
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
         last = t0
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -74,8 +95,10 @@ def child(cmd: list[str], label: str, log: Path, env: dict | None = None) -> dic
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     text = log.read_text()
-    console.print(f"    {label}: {seconds:.1f}s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB, exit {proc.returncode}",
-                  highlight=False)
+    console.print(
+        f"    {label}: {seconds:.1f}s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB, exit {proc.returncode}",
+        highlight=False,
+    )
     return {"seconds": seconds, "rss_mib": usage.ru_maxrss / 1024, "code": proc.returncode, "output": text}
 
 
@@ -85,8 +108,9 @@ def run_anchor(url: str, d) -> float:
         conn.execute("DROP TABLE IF EXISTS bench_anchor")
         conn.commit()
         t0 = time.perf_counter()
-        conn.execute("CREATE TABLE bench_anchor AS " + sql.replace(":billing_date", "%(billing_date)s"),
-                     {"billing_date": d})
+        conn.execute(
+            "CREATE TABLE bench_anchor AS " + sql.replace(":billing_date", "%(billing_date)s"), {"billing_date": d}
+        )
         conn.commit()
         return time.perf_counter() - t0
 
@@ -109,23 +133,41 @@ def compare(url: str, d, other_table: str) -> dict:
     ours = FLEXBILL_LINES.format(d=d)
     theirs = f"select {LINE_COLUMNS} from {other_table}"
     count = f"select (select count(*) from ({ours}) a), (select count(*) from ({theirs}) b)"
-    (n_ours, n_theirs), = _rows(url, count)
+    ((n_ours, n_theirs),) = _rows(url, count)
     only_ours = _rows(url, f"select * from ({ours} except {theirs}) x limit 10")
     only_theirs = _rows(url, f"select * from ({theirs} except {ours}) x limit 10")
     n_only_ours = _rows(url, f"select count(*) from ({ours} except {theirs}) x")[0][0]
     n_only_theirs = _rows(url, f"select count(*) from ({theirs} except {ours}) x")[0][0]
     equal = n_ours == n_theirs and n_only_ours == 0 and n_only_theirs == 0
-    return {"equal": equal, "flexbill_lines": n_ours, "other_lines": n_theirs, "only_flexbill": n_only_ours,
-            "only_other": n_only_theirs, "examples_only_flexbill": [list(map(str, r)) for r in only_ours],
-            "examples_only_other": [list(map(str, r)) for r in only_theirs]}
+    return {
+        "equal": equal,
+        "flexbill_lines": n_ours,
+        "other_lines": n_theirs,
+        "only_flexbill": n_only_ours,
+        "only_other": n_only_theirs,
+        "examples_only_flexbill": [list(map(str, r)) for r in only_ours],
+        "examples_only_other": [list(map(str, r)) for r in only_theirs],
+    }
 
 
 def run_stats(url: str, d) -> dict:
-    rows = _rows(url, "select contracts_owed, contracts_invoiced, contracts_skipped, contracts_quarantined, invoices, "
-                      f"lines, back_billed_lines, events_appended, quarantined_rows from billing_runs "
-                      f"where billing_date = '{d}'")
-    keys = ["contracts_owed", "contracts_invoiced", "contracts_skipped", "contracts_quarantined", "invoices", "lines",
-            "back_billed_lines", "events_appended", "quarantined_rows"]
+    rows = _rows(
+        url,
+        "select contracts_owed, contracts_invoiced, contracts_skipped, contracts_quarantined, invoices, "
+        f"lines, back_billed_lines, events_appended, quarantined_rows from billing_runs "
+        f"where billing_date = '{d}'",
+    )
+    keys = [
+        "contracts_owed",
+        "contracts_invoiced",
+        "contracts_skipped",
+        "contracts_quarantined",
+        "invoices",
+        "lines",
+        "back_billed_lines",
+        "events_appended",
+        "quarantined_rows",
+    ]
     stats = dict(zip(keys, map(int, rows[0]))) if rows else {}
     total = _rows(url, f"select coalesce(sum(amount), 0), count(*) from ({FLEXBILL_LINES.format(d=d)}) x")[0]
     stats["lines_amount"] = f"{float(total[0]):.2f}" if not is_pg(url) else str(total[0])
@@ -142,8 +184,9 @@ def targets(row: dict, rows: list[dict]) -> dict:
             out["<=2x anchor"] = (ratio <= 2, f"{ratio:.1f}x")
         out["RSS<=1GiB"] = (row["flexbill_rss_mib"] <= 1024, f"{row['flexbill_rss_mib']:.0f} MiB")
     if db == "postgresql" and n == 10_000_000:
-        base = next((r for r in rows if r["db"] == db and r["n"] == 1_000_000 and r["date_kind"] == row["date_kind"]),
-                    None)
+        base = next(
+            (r for r in rows if r["db"] == db and r["n"] == 1_000_000 and r["date_kind"] == row["date_kind"]), None
+        )
         if base:
             ratio = row["flexbill_s"] / base["flexbill_s"]
             out["<=11x 1M"] = (ratio <= 11, f"{ratio:.1f}x")
@@ -163,37 +206,79 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
     console.print(f"  load {load()}", highlight=False)
     create_fresh(db, n)
     first = list(DATES.values())[0]
-    gen = child([PYTHON, "-m", "bench.generate", "--db", url, "--n", str(n), "--seed", str(args.seed),
-                 "--date", str(first)], f"generate {label} (load + prepare {first})", log_path(db, n, "generate"))
+    gen = child(
+        [PYTHON, "-m", "bench.generate", "--db", url, "--n", str(n), "--seed", str(args.seed), "--date", str(first)],
+        f"generate {label} (load + prepare {first})",
+        log_path(db, n, "generate"),
+    )
     if gen["code"]:
         raise Failed(f"generate {label} failed:\n{gen['output'][-3000:]}")
-    record.update(generate_s=round(gen["seconds"], 1), generate_rss_mib=round(gen["rss_mib"]),
-                  disk_after_generate_bytes=disk_bytes(db, n))
+    record.update(
+        generate_s=round(gen["seconds"], 1),
+        generate_rss_mib=round(gen["rss_mib"]),
+        disk_after_generate_bytes=disk_bytes(db, n),
+    )
     console.print(f"    disk: {record['disk_after_generate_bytes'] / 2**20:.0f} MiB", highlight=False)
     failures = []
     for i, (kind, d) in enumerate(DATES.items()):
         row = {"db": db, "n": n, "date_kind": kind, "date": str(d), "load_before": load(), "commit": _commit()}
         if i > 0:
-            prep = child([PYTHON, "-m", "bench.generate", "--db", url, "--n", str(n), "--seed", str(args.seed),
-                          "--date", str(d), "--prepare-only"], f"prepare {label} for {d}",
-                         log_path(db, n, f"prepare_{kind}"))
+            prep = child(
+                [
+                    PYTHON,
+                    "-m",
+                    "bench.generate",
+                    "--db",
+                    url,
+                    "--n",
+                    str(n),
+                    "--seed",
+                    str(args.seed),
+                    "--date",
+                    str(d),
+                    "--prepare-only",
+                ],
+                f"prepare {label} for {d}",
+                log_path(db, n, f"prepare_{kind}"),
+            )
             if prep["code"]:
                 raise Failed(f"prepare {label} {d} failed:\n{prep['output'][-3000:]}")
         # the billing run (rules, owed, filter, invoices, GX gates, write, active-user report), then finance's
         # data-quality report (which `flexbill run` writes by default) measured on its own
-        fb = child([FLEXBILL, "run", "--date", str(d), "--db", url, "--no-report"], f"flexbill run {label} {d}",
-                   log_path(db, n, f"flexbill_{kind}"), env={"COLUMNS": "200"})
+        fb = child(
+            [FLEXBILL, "run", "--date", str(d), "--db", url, "--no-report"],
+            f"flexbill run {label} {d}",
+            log_path(db, n, f"flexbill_{kind}"),
+            env={"COLUMNS": "200"},
+        )
         if fb["code"]:
             raise Failed(f"flexbill run {label} {d} failed:\n{fb['output'][-3000:]}")
         engine = re.search(r"\[(\d+\.\d+)s\]", fb["output"])
-        row.update(flexbill_s=round(fb["seconds"], 2), flexbill_engine_s=float(engine.group(1)) if engine else None,
-                   flexbill_rss_mib=round(fb["rss_mib"]))
+        row.update(
+            flexbill_s=round(fb["seconds"], 2),
+            flexbill_engine_s=float(engine.group(1)) if engine else None,
+            flexbill_rss_mib=round(fb["rss_mib"]),
+        )
         if n > args.report_max:
             row["report_skipped"] = f"over --report-max {size_label(args.report_max)}"
         else:
-            rp = child([FLEXBILL, "report", "--date", str(d), "--db", url, "--out", str(VAR / "reports"),
-                        "--gx-dir", str(VAR / "gx")], f"flexbill report {label} {d}",
-                       log_path(db, n, f"report_{kind}"), env={"COLUMNS": "200"})
+            rp = child(
+                [
+                    FLEXBILL,
+                    "report",
+                    "--date",
+                    str(d),
+                    "--db",
+                    url,
+                    "--out",
+                    str(VAR / "reports"),
+                    "--gx-dir",
+                    str(VAR / "gx"),
+                ],
+                f"flexbill report {label} {d}",
+                log_path(db, n, f"report_{kind}"),
+                env={"COLUMNS": "200"},
+            )
             if rp["code"]:
                 raise Failed(f"flexbill report {label} {d} failed:\n{rp['output'][-3000:]}")
             row.update(report_s=round(rp["seconds"], 2), report_rss_mib=round(rp["rss_mib"]))
@@ -207,12 +292,16 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
         if args.no_naive:
             row["naive_skipped"] = "--no-naive"
         elif estimate > args.naive_limit:
-            row["naive_skipped"] = (f"estimated {estimate / 60:.0f} min from the last size measured "
-                                    f"(> {args.naive_limit / 60:.0f} min)")
+            row["naive_skipped"] = (
+                f"estimated {estimate / 60:.0f} min from the last size measured (> {args.naive_limit / 60:.0f} min)"
+            )
             console.print(f"    naive skipped: {row['naive_skipped']}", highlight=False)
         else:
-            nv = child([PYTHON, "-m", "bench.naive", "--db", url, "--date", str(d)], f"naive {label} {d}",
-                       log_path(db, n, f"naive_{kind}"))
+            nv = child(
+                [PYTHON, "-m", "bench.naive", "--db", url, "--date", str(d)],
+                f"naive {label} {d}",
+                log_path(db, n, f"naive_{kind}"),
+            )
             if nv["code"]:
                 raise Failed(f"naive {label} {d} failed:\n{nv['output'][-3000:]}")
             row.update(naive_s=round(nv["seconds"], 2), naive_rss_mib=round(nv["rss_mib"]))
@@ -222,9 +311,11 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
         for check in ("check_anchor", "check_naive"):
             c = row.get(check)
             if c and not c["equal"]:
-                failures.append(f"{label} {d} {check}: {c['only_flexbill']} lines only in flexbill, "
-                                f"{c['only_other']} only in the other; e.g. flexbill {c['examples_only_flexbill'][:3]}"
-                                f" / other {c['examples_only_other'][:3]}")
+                failures.append(
+                    f"{label} {d} {check}: {c['only_flexbill']} lines only in flexbill, "
+                    f"{c['only_other']} only in the other; e.g. flexbill {c['examples_only_flexbill'][:3]}"
+                    f" / other {c['examples_only_other'][:3]}"
+                )
                 console.print(f"[bold red]MISMATCH[/] {failures[-1]}", highlight=False)
         earlier = json.loads(Path(args.baseline).read_text())["rows"] if args.baseline else []
         row["targets"] = {k: {"met": bool(v[0]), "value": v[1]} for k, v in targets(row, rows + earlier).items()}
@@ -248,10 +339,12 @@ def save_partial(args, rows, record) -> None:
 def _commit() -> str | None:
     """The flexbill commit measured (with '+dirty' when plugins/flexbill has uncommitted changes)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "plugins/flexbill", "include"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "plugins/flexbill", "include"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -264,11 +357,19 @@ def write_json(path: str, rows: list[dict], runs: list[dict]) -> None:
             pg_version = conn.execute("show server_version").fetchone()[0]
     except Exception:  # noqa: BLE001 - PostgreSQL not reachable: the SQLite rows stand
         pass
-    doc = {"written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "postgresql": pg_version,
-                       "platform": platform.platform()},
-           "commit": _commit(),
-           "dates": {k: str(v) for k, v in DATES.items()}, "runs": runs, "rows": rows}
+    doc = {
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "postgresql": pg_version,
+            "platform": platform.platform(),
+        },
+        "commit": _commit(),
+        "dates": {k: str(v) for k, v in DATES.items()},
+        "runs": runs,
+        "rows": rows,
+    }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n")
 
@@ -279,9 +380,25 @@ def _s(v, fmt="{:.1f}") -> str:
 
 def print_table(rows: list[dict], runs: list[dict]) -> None:
     t = Table(title="flexbill benchmark (seconds are wall time; RSS is the child's peak)", show_lines=False)
-    for col in ["db", "N", "date", "flexbill s", "engine s", "RSS MiB", "report s", "report MiB", "anchor s",
-                "fb/anchor", "naive s",
-                "naive/fb", "lines", "skipped", "equal", "targets", "load"]:
+    for col in [
+        "db",
+        "N",
+        "date",
+        "flexbill s",
+        "engine s",
+        "RSS MiB",
+        "report s",
+        "report MiB",
+        "anchor s",
+        "fb/anchor",
+        "naive s",
+        "naive/fb",
+        "lines",
+        "skipped",
+        "equal",
+        "targets",
+        "load",
+    ]:
         t.add_column(col, justify="right" if col not in ("db", "date", "targets", "equal") else "left")
     for r in rows:
         ratio_a = r["flexbill_s"] / r["anchor_s"] if r.get("anchor_s") else None
@@ -291,20 +408,37 @@ def print_table(rows: list[dict], runs: list[dict]) -> None:
             if r.get(key):
                 checks.append(f"{name} {'ok' if r[key]['equal'] else 'DIFF'}")
         tg = ", ".join(f"{k} {'met' if v['met'] else 'MISSED'} ({v['value']})" for k, v in r["targets"].items())
-        t.add_row(r["db"], size_label(r["n"]), f"{r['date']}", _s(r["flexbill_s"]), _s(r.get("flexbill_engine_s")),
-                  _s(r["flexbill_rss_mib"], "{:.0f}"), _s(r.get("report_s")), _s(r.get("report_rss_mib"), "{:.0f}"),
-                  _s(r.get("anchor_s")), _s(ratio_a, "{:.1f}x"),
-                  _s(r.get("naive_s")) if not r.get("naive_skipped") else "skipped", _s(ratio_n, "{:.1f}x"),
-                  f"{r['stats'].get('lines', 0):,}", f"{r['stats'].get('contracts_skipped', 0):,}",
-                  ", ".join(checks) or "-", tg or "-", r["load_before"].split()[0] + "/" + r["load_after"].split()[0])
+        t.add_row(
+            r["db"],
+            size_label(r["n"]),
+            f"{r['date']}",
+            _s(r["flexbill_s"]),
+            _s(r.get("flexbill_engine_s")),
+            _s(r["flexbill_rss_mib"], "{:.0f}"),
+            _s(r.get("report_s")),
+            _s(r.get("report_rss_mib"), "{:.0f}"),
+            _s(r.get("anchor_s")),
+            _s(ratio_a, "{:.1f}x"),
+            _s(r.get("naive_s")) if not r.get("naive_skipped") else "skipped",
+            _s(ratio_n, "{:.1f}x"),
+            f"{r['stats'].get('lines', 0):,}",
+            f"{r['stats'].get('contracts_skipped', 0):,}",
+            ", ".join(checks) or "-",
+            tg or "-",
+            r["load_before"].split()[0] + "/" + r["load_after"].split()[0],
+        )
     console.print(t)
     g = Table(title="generation (per database and size)")
     for col in ["db", "N", "generate s", "disk after load", "disk after runs"]:
         g.add_column(col, justify="right")
     for r in runs:
-        g.add_row(r["db"], size_label(r["n"]), _s(r.get("generate_s")),
-                  _s(r.get("disk_after_generate_bytes", 0) / 2**20, "{:.0f} MiB"),
-                  _s((r.get("disk_after_runs_bytes") or 0) / 2**20, "{:.0f} MiB"))
+        g.add_row(
+            r["db"],
+            size_label(r["n"]),
+            _s(r.get("generate_s")),
+            _s(r.get("disk_after_generate_bytes", 0) / 2**20, "{:.0f} MiB"),
+            _s((r.get("disk_after_runs_bytes") or 0) / 2**20, "{:.0f} MiB"),
+        )
     console.print(g)
 
 
@@ -319,15 +453,22 @@ def print_compare(rows: list[dict], old_path: str) -> None:
         if not o:
             continue
 
-        def delta(key, fmt="{:.1f}"):
+        def delta(key, fmt="{:.1f}", o=o, r=r):
             a, b = o.get(key), r.get(key)
             if a is None or b is None:
                 return "-"
             pct = (b - a) / a * 100 if a else 0
             return f"{fmt.format(a)} -> {fmt.format(b)} ({pct:+.0f}%)"
 
-        t.add_row(r["db"], size_label(r["n"]), r["date"], delta("flexbill_s"), delta("flexbill_rss_mib", "{:.0f}"),
-                  delta("anchor_s"), delta("naive_s"))
+        t.add_row(
+            r["db"],
+            size_label(r["n"]),
+            r["date"],
+            delta("flexbill_s"),
+            delta("flexbill_rss_mib", "{:.0f}"),
+            delta("anchor_s"),
+            delta("naive_s"),
+        )
     console.print(t)
 
 
@@ -339,21 +480,35 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compare", help="an earlier results JSON: print before/after deltas")
     ap.add_argument("--keep", action="store_true", help="keep the generated databases")
     ap.add_argument("--seed", type=int, default=SEED)
-    ap.add_argument("--naive-limit", type=float, default=1800, help="skip the naive baseline where its estimate "
-                    "from the last size measured is over this many seconds [1800]")
+    ap.add_argument(
+        "--naive-limit",
+        type=float,
+        default=1800,
+        help="skip the naive baseline where its estimate from the last size measured is over this many seconds [1800]",
+    )
     ap.add_argument("--no-naive", action="store_true")
-    ap.add_argument("--baseline", help="an earlier results JSON whose rows serve the targets that compare sizes "
-                    "(10M within 11x the 1M time) when this run does not measure the smaller size")
-    ap.add_argument("--report-max", type=parse_size, default=10**9,
-                    help="measure `flexbill report` only up to this size (it re-validates the whole snapshot)")
+    ap.add_argument(
+        "--baseline",
+        help="an earlier results JSON whose rows serve the targets that compare sizes "
+        "(10M within 11x the 1M time) when this run does not measure the smaller size",
+    )
+    ap.add_argument(
+        "--report-max",
+        type=parse_size,
+        default=10**9,
+        help="measure `flexbill report` only up to this size (it re-validates the whole snapshot)",
+    )
     args = ap.parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     dbs = [d.strip() for d in args.dbs.split(",") if d.strip()]
     rows: list[dict] = []
     naive_rate: dict = {}
     failures = []
-    console.print(f"flexbill benchmark: sizes {', '.join(map(size_label, sizes))} on {', '.join(dbs)}; "
-                  f"load {load()} on {os.cpu_count()} cpus", highlight=False)
+    console.print(
+        f"flexbill benchmark: sizes {', '.join(map(size_label, sizes))} on {', '.join(dbs)}; "
+        f"load {load()} on {os.cpu_count()} cpus",
+        highlight=False,
+    )
     for db in dbs:
         for n in sorted(sizes):
             record = bench_one(db, n, args, rows, naive_rate)

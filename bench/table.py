@@ -13,8 +13,21 @@ from pathlib import Path
 
 from .common import size_label
 
-COLUMNS = ["db", "N", "date", "run s", "run RSS MiB", "anchor s", "run / anchor", "naive s", "naive / run",
-           "report s", "report RSS MiB", "lines", "targets"]
+COLUMNS = [
+    "db",
+    "N",
+    "date",
+    "run s",
+    "run RSS MiB",
+    "anchor s",
+    "run / anchor",
+    "naive s",
+    "naive / run",
+    "report s",
+    "report RSS MiB",
+    "lines",
+    "targets",
+]
 
 
 def _f(value, fmt: str = "{:.1f}") -> str:
@@ -23,15 +36,24 @@ def _f(value, fmt: str = "{:.1f}") -> str:
 
 def row_cells(r: dict) -> list[str]:
     naive = r.get("naive_s")
-    targets = "; ".join(f"{name} {'met' if t['met'] else '**missed**'} ({t['value']})"
-                        for name, t in r.get("targets", {}).items())
-    return [r["db"], size_label(r["n"]), f"{r['date']} ({'1st' if r['date_kind'] == 'first-of-month' else 'mid'})",
-            _f(r["flexbill_s"]), _f(r["flexbill_rss_mib"], "{:,.0f}"), _f(r.get("anchor_s")),
-            _f(r["flexbill_s"] / r["anchor_s"] if r.get("anchor_s") else None, "{:.1f}x"),
-            _f(naive, "{:.0f}") if naive else ("skipped" if r.get("naive_skipped") else "-"),
-            _f(naive / r["flexbill_s"] if naive else None, "{:.1f}x"),
-            _f(r.get("report_s")), _f(r.get("report_rss_mib"), "{:,.0f}"),
-            f"{r.get('stats', {}).get('lines', 0):,}", targets or "-"]
+    targets = "; ".join(
+        f"{name} {'met' if t['met'] else '**missed**'} ({t['value']})" for name, t in r.get("targets", {}).items()
+    )
+    return [
+        r["db"],
+        size_label(r["n"]),
+        f"{r['date']} ({'1st' if r['date_kind'] == 'first-of-month' else 'mid'})",
+        _f(r["flexbill_s"]),
+        _f(r["flexbill_rss_mib"], "{:,.0f}"),
+        _f(r.get("anchor_s")),
+        _f(r["flexbill_s"] / r["anchor_s"] if r.get("anchor_s") else None, "{:.1f}x"),
+        _f(naive, "{:.0f}") if naive else ("skipped" if r.get("naive_skipped") else "-"),
+        _f(naive / r["flexbill_s"] if naive else None, "{:.1f}x"),
+        _f(r.get("report_s")),
+        _f(r.get("report_rss_mib"), "{:,.0f}"),
+        f"{r.get('stats', {}).get('lines', 0):,}",
+        targets or "-",
+    ]
 
 
 def markdown(paths: list[str]) -> str:

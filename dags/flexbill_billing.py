@@ -106,7 +106,18 @@ def flexbill_billing():
     invoiced = build_invoices.expand(location_id=locations)
     report = active_user_report()
     checked = validate_output()
-    locations >> rules >> owed >> filtered >> invoiced >> report >> checked >> publish() >> data_quality_report() >> finalize()
+    (
+        locations
+        >> rules
+        >> owed
+        >> filtered
+        >> invoiced
+        >> report
+        >> checked
+        >> publish()
+        >> data_quality_report()
+        >> finalize()
+    )
 
 
 flexbill_billing()

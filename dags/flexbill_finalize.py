@@ -25,10 +25,20 @@ from flexbill import airflow_steps as steps
     **steps.ON_DEMAND,  # no schedule; a refused request is not retried
     doc_md=__doc__,
     params={
-        "through": Param("", type="string", format="date", title="Finalize through",
-                         description="Billing date (YYYY-MM-DD): every draft on or before it is finalized."),
-        "actor": Param("", type="string", format="idn-email", title="Approved by",
-                       description="Who approves the invoices: your e-mail, kept on each invoice."),
+        "through": Param(
+            "",
+            type="string",
+            format="date",
+            title="Finalize through",
+            description="Billing date (YYYY-MM-DD): every draft on or before it is finalized.",
+        ),
+        "actor": Param(
+            "",
+            type="string",
+            format="idn-email",
+            title="Approved by",
+            description="Who approves the invoices: your e-mail, kept on each invoice.",
+        ),
     },
 )
 def flexbill_finalize():

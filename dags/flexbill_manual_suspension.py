@@ -22,20 +22,43 @@ from flexbill import airflow_steps as steps
     **steps.ON_DEMAND,  # no schedule; a refused request is not retried
     doc_md=__doc__,
     params={
-        "customer_id": Param(1, type="integer", minimum=1, title="Customer id",
-                             description="The customer to suspend or lift."),
-        "action": Param("suspend", type="string", enum=["suspend", "lift"], title="Action",
-                        description="suspend pauses invoicing; lift restarts it and back-bills missed periods."),
-        "actor": Param("", type="string", format="idn-email", title="Actor",
-                       description="Who does it: your e-mail, kept in the audit trail."),
+        "customer_id": Param(
+            1, type="integer", minimum=1, title="Customer id", description="The customer to suspend or lift."
+        ),
+        "action": Param(
+            "suspend",
+            type="string",
+            enum=["suspend", "lift"],
+            title="Action",
+            description="suspend pauses invoicing; lift restarts it and back-bills missed periods.",
+        ),
+        "actor": Param(
+            "",
+            type="string",
+            format="idn-email",
+            title="Actor",
+            description="Who does it: your e-mail, kept in the audit trail.",
+        ),
         "reason": Param(None, type=["null", "string"], title="Reason", description="Why, for the audit trail."),
-        "at": Param(None, type=["null", "string"], title="Instant (UTC)",
-                    description="ISO 8601 instant of the event, e.g. 2026-01-31T09:30:00Z; empty means now."),
-        "future": Param(False, type="boolean", title="The instant is in the future",
-                        description="Record an event that takes effect later (refused otherwise)."),
-        "backdate": Param(False, type="boolean", title="Backdate over billed dates",
-                          description="Record an event before the cutoff of dates already billed; rerun them "
-                                      "afterwards (the run's result lists them)."),
+        "at": Param(
+            None,
+            type=["null", "string"],
+            title="Instant (UTC)",
+            description="ISO 8601 instant of the event, e.g. 2026-01-31T09:30:00Z; empty means now.",
+        ),
+        "future": Param(
+            False,
+            type="boolean",
+            title="The instant is in the future",
+            description="Record an event that takes effect later (refused otherwise).",
+        ),
+        "backdate": Param(
+            False,
+            type="boolean",
+            title="Backdate over billed dates",
+            description="Record an event before the cutoff of dates already billed; rerun them "
+            "afterwards (the run's result lists them).",
+        ),
     },
 )
 def flexbill_manual_suspension():

@@ -15,7 +15,10 @@ from flexbill.cli import main
 value = os.environ.get("AIRFLOW_CONN_" + CONN_ID.upper())
 if not value:
     sys.exit(f"AIRFLOW_CONN_{CONN_ID.upper()} is not set: give the billing database's connection")
-conn = (Connection.from_json(value, conn_id=CONN_ID) if value.lstrip().startswith("{")
-        else Connection(conn_id=CONN_ID, uri=value))
+conn = (
+    Connection.from_json(value, conn_id=CONN_ID)
+    if value.lstrip().startswith("{")
+    else Connection(conn_id=CONN_ID, uri=value)
+)
 sys.argv = ["flexbill", "init-db", "--db", database_url(conn)]
 main()

@@ -20,8 +20,12 @@ def documents(engine) -> dict:
         invoices = [dict(r._mapping) for r in conn.execute(select(s.invoices))]
         lines = [dict(r._mapping) for r in conn.execute(select(s.invoice_lines))]
         notes = [dict(r._mapping) for r in conn.execute(select(s.credit_notes))]
-        billed = {tuple(r) for r in conn.execute(select(s.billed_periods.c.contract_id, s.billed_periods.c.period_start,
-                                                        s.billed_periods.c.invoice_id))}
+        billed = {
+            tuple(r)
+            for r in conn.execute(
+                select(s.billed_periods.c.contract_id, s.billed_periods.c.period_start, s.billed_periods.c.invoice_id)
+            )
+        }
         series = {(r.location_id, r.series): r.last_seq for r in conn.execute(select(s.number_series))}
     return {"invoices": invoices, "lines": lines, "credit_notes": notes, "billed": billed, "series": series}
 
@@ -79,7 +83,9 @@ def assert_documents_consistent(engine) -> dict:
         if i["corrects"] is not None:
             old = invoices[i["corrects"]]
             assert old["status"] == "credited" and (old["customer_id"], old["billing_date"]) == (
-                i["customer_id"], i["billing_date"])
+                i["customer_id"],
+                i["billing_date"],
+            )
     # lines add up
     sums = defaultdict(Decimal)
     for l in doc["lines"]:
@@ -111,12 +117,14 @@ def checksum(engine) -> dict:
         sqlite = conn.dialect.name == "sqlite"
         for table in sorted(inspect(conn).get_table_names()):
             cols = [c["name"] for c in inspect(conn).get_columns(table)]
-            cast = ", ".join(f'quote("{c}")' if sqlite else f'coalesce("{c}"::text, \'<null>\')' for c in cols)
+            cast = ", ".join(f'quote("{c}")' if sqlite else f"coalesce(\"{c}\"::text, '<null>')" for c in cols)
             rows = sorted(repr(tuple(r)) for r in conn.execute(text(f'select {cast} from "{table}"')))
             out[table] = (len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest())
         if not sqlite:
             for (name,) in conn.execute(text("select sequencename from pg_sequences")).all():
                 out[f"sequence {name}"] = tuple(conn.execute(text(f'select last_value, is_called from "{name}"')).one())
         else:
-            out["sqlite_master"] = sorted(tuple(r) for r in conn.execute(text("select type, name, sql from sqlite_master")))
+            out["sqlite_master"] = sorted(
+                tuple(r) for r in conn.execute(text("select type, name, sql from sqlite_master"))
+            )
     return out

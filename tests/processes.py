@@ -24,16 +24,22 @@ from sqlalchemy import create_engine, select, text
 from flexbill.db import schema as s
 
 ROOT = Path(__file__).resolve().parents[1]
-FLEXBILL = str(Path(sys.executable).with_name("flexbill")) if Path(sys.executable).with_name("flexbill").exists() \
+FLEXBILL = (
+    str(Path(sys.executable).with_name("flexbill"))
+    if Path(sys.executable).with_name("flexbill").exists()
     else (shutil.which("flexbill") or str(ROOT / ".venv" / "bin" / "flexbill"))
+)
 PG_ADMIN_URL = os.environ.get("FLEXBILL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TIMEOUT = 180
 
 
 def clean_env(db_url: str | None = None, **extra: str) -> dict:
     """The environment of a flexbill process: no inherited DB URL, pause hook or terminal width."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("FLEXBILL_DB_URL", "FLEXBILL_PAUSE_AT", "FLEXBILL_PAUSE_SECONDS", "COLUMNS", "LINES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FLEXBILL_DB_URL", "FLEXBILL_PAUSE_AT", "FLEXBILL_PAUSE_SECONDS", "COLUMNS", "LINES")
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env["FLEXBILL_REPORT"] = "0"  # the data-quality report has its own tests (tests/integration/test_finance_report.py)
     if db_url is not None:
@@ -61,13 +67,16 @@ class Proc:
 
     def __init__(self, args, env, cwd):
         self.args = tuple(args)
-        self.popen = subprocess.Popen([FLEXBILL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=env, cwd=cwd)
-        self._lines: "queue.Queue[str | None]" = queue.Queue()
+        self.popen = subprocess.Popen(
+            [FLEXBILL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
         self._out: list[str] = []
         self._err: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(self.popen.stdout, self._out, True), daemon=True),
-                         threading.Thread(target=self._pump, args=(self.popen.stderr, self._err, False), daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.popen.stdout, self._out, True), daemon=True),
+            threading.Thread(target=self._pump, args=(self.popen.stderr, self._err, False), daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -92,8 +101,10 @@ class Proc:
                 continue
             if line is None:
                 self.popen.wait()
-                raise AssertionError(f"flexbill {' '.join(self.args)} ended (rc={self.popen.returncode}) before "
-                                     f"printing '{needle}'; stdout={''.join(self._out)!r} stderr={''.join(self._err)!r}")
+                raise AssertionError(
+                    f"flexbill {' '.join(self.args)} ended (rc={self.popen.returncode}) before "
+                    f"printing '{needle}'; stdout={''.join(self._out)!r} stderr={''.join(self._err)!r}"
+                )
             if needle in line:
                 return line
 
@@ -147,8 +158,13 @@ def pg_databases(count: int):
     finally:
         with admin.connect() as conn:
             for name in created:
-                conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
-                                  "where datname = :n and pid <> pg_backend_pid()"), {"n": name})
+                conn.execute(
+                    text(
+                        "select pg_terminate_backend(pid) from pg_stat_activity "
+                        "where datname = :n and pid <> pg_backend_pid()"
+                    ),
+                    {"n": name},
+                )
                 conn.execute(text(f'drop database if exists "{name}"'))
         admin.dispose()
 
@@ -174,8 +190,10 @@ def event_log(engine) -> list[tuple]:
     skips the ids a rolled-back transaction took, which changes no customer's state."""
     cols = [c for c in s.suspension_events.columns if c.name != "id"]
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            select(*cols).order_by(s.suspension_events.c.occurred_at, s.suspension_events.c.id))]
+        return [
+            tuple(r)
+            for r in conn.execute(select(*cols).order_by(s.suspension_events.c.occurred_at, s.suspension_events.c.id))
+        ]
 
 
 def dump(engine, ignore: dict | None = None) -> dict:

@@ -10,12 +10,12 @@ read when a task runs, never at parse time.
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 CONN_ID = "flexbill_db"
 OWNER = "billing-ops"
 TAGS = ["flexbill", "billing"]
-FIRST_RUN = datetime.fromisoformat(os.environ.get("FLEXBILL_START_DATE", "2026-01-01")).replace(tzinfo=timezone.utc)
+FIRST_RUN = datetime.fromisoformat(os.environ.get("FLEXBILL_START_DATE", "2026-01-01")).replace(tzinfo=UTC)
 CATCHUP = os.environ.get("FLEXBILL_CATCHUP", "false").strip().lower() in ("1", "true", "yes")
 DAG_ARGS = {
     "owner": OWNER,
@@ -26,8 +26,13 @@ DAG_ARGS = {
 }
 # The DAGs a person triggers (a manual suspension, finance's approval): no schedule, and never retried (a
 # refused request must fail with its reason, not run again).
-ON_DEMAND = {"schedule": None, "start_date": FIRST_RUN, "catchup": False,
-             "default_args": {**DAG_ARGS, "retries": 0}, "tags": TAGS}
+ON_DEMAND = {
+    "schedule": None,
+    "start_date": FIRST_RUN,
+    "catchup": False,
+    "default_args": {**DAG_ARGS, "retries": 0},
+    "tags": TAGS,
+}
 # The tasks after the per-location ones run when nothing upstream failed: with no valid location the mapped
 # tasks expand to nothing (skipped), and the date must still publish (zero invoices), as `flexbill run` does.
 AFTER_LOCATIONS = "none_failed"
@@ -66,16 +71,26 @@ def on_billing_failure(context) -> None:
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     run_id = getattr(ti, "run_id", None) or context.get("run_id")
-    todo = ("Do not send the date's invoices: fix the cause (a flexbill defect or a tampered staging result), then "
-            "clear the whole DAG run." if blocked else
-            "Read the task log, fix the cause, then clear the failed task (clearing is safe: nothing is billed twice).")
-    body = (f"<p><b>flexbill billing date {escape(str(d))}: {escape(what)}</b></p>"
-            f"<p>Reason: {escape(reason)}</p>"
-            f"<p>DAG run: {escape(str(run_id))}, task {escape(task)}.</p>"
-            + (f"<p>Data-quality report: {escape(report)}</p>" if report else "")
-            + f"<p>What to do: {escape(todo)}</p>")
-    notifier = SmtpNotifier(to=recipients, from_email=os.environ.get(ALERT_FROM_ENV) or None, subject=subject,
-                            html_content=body, smtp_conn_id=os.environ.get(SMTP_CONN_ENV) or None)
+    todo = (
+        "Do not send the date's invoices: fix the cause (a flexbill defect or a tampered staging result), then "
+        "clear the whole DAG run."
+        if blocked
+        else "Read the task log, fix the cause, then clear the failed task (clearing is safe: nothing is billed twice)."
+    )
+    body = (
+        f"<p><b>flexbill billing date {escape(str(d))}: {escape(what)}</b></p>"
+        f"<p>Reason: {escape(reason)}</p>"
+        f"<p>DAG run: {escape(str(run_id))}, task {escape(task)}.</p>"
+        + (f"<p>Data-quality report: {escape(report)}</p>" if report else "")
+        + f"<p>What to do: {escape(todo)}</p>"
+    )
+    notifier = SmtpNotifier(
+        to=recipients,
+        from_email=os.environ.get(ALERT_FROM_ENV) or None,
+        subject=subject,
+        html_content=body,
+        smtp_conn_id=os.environ.get(SMTP_CONN_ENV) or None,
+    )
     try:
         notifier.notify(context)  # not __call__: the texts are final, never rendered as templates
     except Exception as err:  # noqa: BLE001 - an unreachable mail server must not hide the failure itself
@@ -104,7 +119,7 @@ def billing_date(data_interval_start) -> date:
     """D = the start of the run's data interval (UTC)."""
     if data_interval_start is None:
         raise ValueError("this task needs a data interval: run it from a DAG run, not on its own")
-    return data_interval_start.astimezone(timezone.utc).date()
+    return data_interval_start.astimezone(UTC).date()
 
 
 def database_url(conn) -> str:
@@ -118,8 +133,14 @@ def database_url(conn) -> str:
             raise ValueError(f"connection {CONN_ID}: a sqlite connection needs the database file's path as host")
         return f"sqlite:///{path}"
     if kind in ("postgres", "postgresql"):
-        url = URL.create("postgresql", username=conn.login or None, password=conn.password or None,
-                         host=conn.host or None, port=conn.port or None, database=conn.schema or None)
+        url = URL.create(
+            "postgresql",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+        )
         return url.render_as_string(hide_password=False)
     raise ValueError(f"connection {CONN_ID} has type '{kind}': use a sqlite or postgres connection")
 
@@ -133,8 +154,16 @@ def connection_json(url: str) -> str:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         return json.dumps({"conn_type": "sqlite", "host": u.database})
-    return json.dumps({"conn_type": "postgres", "host": u.host, "port": u.port or 5432, "login": u.username,
-                       "password": u.password, "schema": u.database})
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": u.host,
+            "port": u.port or 5432,
+            "login": u.username,
+            "password": u.password,
+            "schema": u.database,
+        }
+    )
 
 
 def engine():
@@ -181,6 +210,7 @@ def _run_step(fn, data_interval_start, run_id: str, *args, first: bool = False):
 
 # One function per task of the billing DAG (the DAG file's @task functions call these); each imports its step
 # when the task runs, so parsing a DAG file never imports pandas or Great Expectations.
+
 
 def extract_snapshot(data_interval_start, run_id: str) -> dict:
     """Read and validate the source tables as of the cutoff; returns the quarantined count and the locations."""
@@ -253,9 +283,11 @@ def data_quality_report(data_interval_start) -> str:
         return _report(eng, d)
     except DBAPIError as exc:  # OperationalError included: say which database and what to do, not a traceback
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise DatabaseError(f"the data-quality report of {d} could not read the billing database: {reason}. "
-                            f"Check the {CONN_ID} connection ({redact(eng.url.render_as_string(hide_password=False))})"
-                            " and clear this task; the published invoices are not affected.") from None
+        raise DatabaseError(
+            f"the data-quality report of {d} could not read the billing database: {reason}. "
+            f"Check the {CONN_ID} connection ({redact(eng.url.render_as_string(hide_password=False))})"
+            " and clear this task; the published invoices are not affected."
+        ) from None
     finally:
         eng.dispose()
 
@@ -265,30 +297,41 @@ def publish_summary(data_interval_start, run_id: str) -> dict:
     from .publishing import publish as fn
 
     summary = _run_step(fn, data_interval_start, run_id)
-    out = {"billing_date": summary.billing_date.isoformat(), **summary.stats,
-           "totals": [[c, n, str(sub), str(tax), str(tot)] for c, n, sub, tax, tot in summary.totals]}
+    out = {
+        "billing_date": summary.billing_date.isoformat(),
+        **summary.stats,
+        "totals": [[c, n, str(sub), str(tax), str(tot)] for c, n, sub, tax, tot in summary.totals],
+    }
     if summary.corrections is not None:  # a retried publish that found its work done reports no corrections
         c = summary.corrections
-        out.update(drafts=c.drafts, finalized_kept=c.kept, credit_notes=[n for n, _, _ in c.credit_notes],
-                   corrective_invoices=[n for n, _, _ in c.corrective])
+        out.update(
+            drafts=c.drafts,
+            finalized_kept=c.kept,
+            credit_notes=[n for n, _, _ in c.credit_notes],
+            corrective_invoices=[n for n, _, _ in c.corrective],
+        )
     return out
 
 
 def _finalized(done) -> dict:
-    return {"through": done.through.isoformat(), "actor": done.actor, "finalized": done.count,
-            "dates": [d.isoformat() for d in done.dates], "numbers": {str(k): list(v) for k, v in done.numbers.items()},
-            "waiting": [d.isoformat() for d in done.waiting]}
+    return {
+        "through": done.through.isoformat(),
+        "actor": done.actor,
+        "finalized": done.count,
+        "dates": [d.isoformat() for d in done.dates],
+        "numbers": {str(k): list(v) for k, v in done.numbers.items()},
+        "waiting": [d.isoformat() for d in done.waiting],
+    }
 
 
 def finalize_grace(data_interval_start) -> dict:
     """The billing run's grace-period finalization: drafts with billing_date <= D - FLEXBILL_GRACE_DAYS (actor
     `grace`), after D's publish and its data-quality report; the same as `flexbill run` does in its transaction."""
+    from .clock import utcnow
     from .db import dialect
     from .db.connect import require_schema
-    from .invoicing import auto_finalize
-    from .clock import utcnow
-
     from .errors import InputError
+    from .invoicing import auto_finalize
 
     eng = engine()
     try:
@@ -304,11 +347,11 @@ def finalize_grace(data_interval_start) -> dict:
 
 def finalize(params: dict) -> dict:
     """finance's approval (the `flexbill_finalize` DAG): `flexbill finalize --through <through> --actor <actor>`."""
+    from .clock import utcnow
     from .db import dialect
     from .db.connect import require_schema
     from .inputs import check_actor, parse_date
     from .invoicing import finalize as run_finalize
-    from .clock import utcnow
 
     through = parse_date(str(params.get("through") or ""), "through")
     actor = check_actor(params.get("actor"), "actor")
@@ -324,21 +367,35 @@ def finalize(params: dict) -> dict:
 
 def manual_event(params: dict) -> dict:
     """Record the manual suspend/lift of the trigger form, with the checks of `flexbill suspend|lift`."""
+    from .clock import utcnow
     from .inputs import parse_instant
     from .manual import record_manual_event
-    from .clock import utcnow
 
     action = str(params.get("action") or "")
     now = utcnow()
     instant = parse_instant(params.get("at"), now, "at")
     eng = engine()
     try:
-        done = record_manual_event(eng, int(params["customer_id"]), action, params.get("actor") or "",
-                                   params.get("reason"), instant, now=now, future=bool(params.get("future")),
-                                   backdate=bool(params.get("backdate")))
+        done = record_manual_event(
+            eng,
+            int(params["customer_id"]),
+            action,
+            params.get("actor") or "",
+            params.get("reason"),
+            instant,
+            now=now,
+            future=bool(params.get("future")),
+            backdate=bool(params.get("backdate")),
+        )
     finally:
         eng.dispose()
     event, impact = done.event, done.impact
-    return {"event_id": event["id"], "customer_id": event["customer_id"], "action": event["action"],
-            "occurred_at": event["occurred_at"].isoformat(), "first_billing_date": impact.first_date.isoformat(),
-            "billed_dates_changed": [d.isoformat() for d in impact.dates], "rerun": impact.rerun}
+    return {
+        "event_id": event["id"],
+        "customer_id": event["customer_id"],
+        "action": event["action"],
+        "occurred_at": event["occurred_at"].isoformat(),
+        "first_billing_date": impact.first_date.isoformat(),
+        "billed_dates_changed": [d.isoformat() for d in impact.dates],
+        "rerun": impact.rerun,
+    }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from datetime import date
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -31,15 +30,32 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
 err = Console(stderr=True)
 
-DbOption = typer.Option(None, "--db", help="SQLAlchemy URL of the billing database "
-                        "[default: $FLEXBILL_DB_URL, else sqlite:///var/flexbill.sqlite]", show_default=False)
-OutOption = typer.Option(None, "--out", help="Folder of the data-quality reports (one sub-folder per date) "
-                         "[default: $FLEXBILL_REPORT_DIR, else var/reports]", show_default=False)
-GxOption = typer.Option(None, "--gx-dir", help="Folder of the Great Expectations project that keeps every "
-                        "validation and the Data Docs [default: $FLEXBILL_GX_DIR, else var/gx]", show_default=False)
-ReportOption = typer.Option(True, "--report/--no-report", envvar="FLEXBILL_REPORT",
-                            help="Write the date's data-quality report and GX Data Docs after the run "
-                            "[env FLEXBILL_REPORT=0 turns it off].")
+DbOption = typer.Option(
+    None,
+    "--db",
+    help="SQLAlchemy URL of the billing database [default: $FLEXBILL_DB_URL, else sqlite:///var/flexbill.sqlite]",
+    show_default=False,
+)
+OutOption = typer.Option(
+    None,
+    "--out",
+    help="Folder of the data-quality reports (one sub-folder per date) "
+    "[default: $FLEXBILL_REPORT_DIR, else var/reports]",
+    show_default=False,
+)
+GxOption = typer.Option(
+    None,
+    "--gx-dir",
+    help="Folder of the Great Expectations project that keeps every "
+    "validation and the Data Docs [default: $FLEXBILL_GX_DIR, else var/gx]",
+    show_default=False,
+)
+ReportOption = typer.Option(
+    True,
+    "--report/--no-report",
+    envvar="FLEXBILL_REPORT",
+    help="Write the date's data-quality report and GX Data Docs after the run [env FLEXBILL_REPORT=0 turns it off].",
+)
 
 
 def _example(*lines: str) -> str:
@@ -60,12 +76,15 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="Print flexbill's version and exit.")) -> None:
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print flexbill's version and exit."
+    ),
+) -> None:
     pass
 
 
-def _engine(db: Optional[str]):
+def _engine(db: str | None):
     from .db.connect import make_engine
 
     return make_engine(db)
@@ -91,10 +110,13 @@ def _print_run(summary, late: str | None = None) -> None:
     mark = "PREVIEW (nothing was written) " if summary.preview else ""
     verb = "would publish" if summary.preview else "published"
     late = f": {late}" if late else ""
-    out.print(f"{mark}{summary.billing_date}: {verb} {s['invoices']} invoices ({s['lines']} lines, "
-              f"{s['back_billed_lines']} for periods that started earlier{late}), skipped {s['contracts_skipped']} "
-              f"contracts, quarantined {s['quarantined_rows']} rows, {s['events_appended']} rule events "
-              f"[{summary.seconds:.2f}s]", highlight=False)
+    out.print(
+        f"{mark}{summary.billing_date}: {verb} {s['invoices']} invoices ({s['lines']} lines, "
+        f"{s['back_billed_lines']} for periods that started earlier{late}), skipped {s['contracts_skipped']} "
+        f"contracts, quarantined {s['quarantined_rows']} rows, {s['events_appended']} rule events "
+        f"[{summary.seconds:.2f}s]",
+        highlight=False,
+    )
     if summary.gap:
         out.print(f"warning: {summary.gap}", highlight=False)
     for currency, n, subtotal, tax, total in summary.totals:
@@ -106,13 +128,15 @@ def _print_lifecycle(corrections, finalized, preview: bool = False) -> None:
     would = "would be " if preview else ""
     if corrections is not None:
         if corrections.kept:
-            out.print(f"  {corrections.kept} finalized invoices unchanged by this rerun (kept as they are)",
-                      highlight=False)
+            out.print(
+                f"  {corrections.kept} finalized invoices unchanged by this rerun (kept as they are)", highlight=False
+            )
         for note, credited, total in corrections.credit_notes:
             out.print(f"  credit note {note} {would}issued for invoice {credited} ({total})", highlight=False)
         for number, replaced, total in corrections.corrective:
-            out.print(f"  corrective invoice {number} {would}finalized, replacing {replaced} ({total})",
-                      highlight=False)
+            out.print(
+                f"  corrective invoice {number} {would}finalized, replacing {replaced} ({total})", highlight=False
+            )
     if finalized is not None:
         _print_finalized(finalized, preview)
 
@@ -120,38 +144,54 @@ def _print_lifecycle(corrections, finalized, preview: bool = False) -> None:
 def _print_finalized(finalized, preview: bool = False) -> None:
     would = "would be " if preview else ""
     if finalized.count:
-        ranges = ", ".join(f"{first}..{last}" if first != last else first
-                           for first, last in finalized.numbers.values())
+        ranges = ", ".join(f"{first}..{last}" if first != last else first for first, last in finalized.numbers.values())
         dates = finalized.dates
         span = str(dates[0]) if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
-        out.print(f"  {finalized.count} invoices {would}finalized by {finalized.actor} (dates {span}): {ranges}",
-                  highlight=False)
+        out.print(
+            f"  {finalized.count} invoices {would}finalized by {finalized.actor} (dates {span}): {ranges}",
+            highlight=False,
+        )
     for d in finalized.waiting:
         out.print(f"  drafts of {d} wait: its latest run did not publish (rerun it, then finalize)", highlight=False)
 
 
 @app.command("init-db", epilog=_example("flexbill init-db --db postgresql://billing@db.internal:5432/billing"))
-def init_db(db: Optional[str] = DbOption) -> None:
+def init_db(db: str | None = DbOption) -> None:
     """Create every flexbill table that is missing (safe to run again)."""
-    from .db.connect import init_db as create, redact
+    from .db.connect import init_db as create
+    from .db.connect import redact
 
     engine = _engine(db)
     created = create(engine)
     where = redact(engine.url.render_as_string(hide_password=False))
-    out.print(f"created {len(created)} tables in {where}" if created else f"all tables already exist in {where}",
-              highlight=False)
+    out.print(
+        f"created {len(created)} tables in {where}" if created else f"all tables already exist in {where}",
+        highlight=False,
+    )
 
 
 @app.command(epilog=_example("flexbill run --date 2026-10-31", "flexbill run --date 2026-10-31 --dry-run"))
-def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD): bills what is owed on D, "
-                                  "as the world was at D+1 00:00 UTC."),
-        db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
-        gx_dir: Optional[str] = GxOption,
-        dry_run: bool = typer.Option(False, "--dry-run", help="Preview: compute D exactly as a run would (rules, "
-                                     "owed periods, filter, invoices, both gates), print it and write the report "
-                                     "page under OUT/D/preview/, and write nothing to the database."),
-        allow_future: bool = typer.Option(False, "--allow-future", help="Run a date whose cutoff (D+1 00:00 UTC) "
-                                          "is still ahead: its data is not complete (tests and demos only).")) -> None:
+def run(
+    date_: str = typer.Option(
+        ..., "--date", help="Billing date D (YYYY-MM-DD): bills what is owed on D, as the world was at D+1 00:00 UTC."
+    ),
+    db: str | None = DbOption,
+    report: bool = ReportOption,
+    out_dir: str | None = OutOption,
+    gx_dir: str | None = GxOption,
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Preview: compute D exactly as a run would (rules, "
+        "owed periods, filter, invoices, both gates), print it and write the report "
+        "page under OUT/D/preview/, and write nothing to the database.",
+    ),
+    allow_future: bool = typer.Option(
+        False,
+        "--allow-future",
+        help="Run a date whose cutoff (D+1 00:00 UTC) is still ahead: its data is not complete (tests and demos only).",
+    ),
+) -> None:
     """Run billing for one date. A rerun replaces the date's drafts; a finalized invoice it would change is
     credited and replaced by a corrective invoice. Invoices up to D minus FLEXBILL_GRACE_DAYS (default 0) are
     finalized after the run."""
@@ -177,8 +217,9 @@ def run(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-D
         _write_report(engine, d, out_dir, gx_dir, after="was published")
 
 
-def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Optional[str],
-             allow_future: bool = False) -> None:
+def _preview(
+    engine, d: date, report: bool, out_dir: str | None, gx_dir: str | None, allow_future: bool = False
+) -> None:
     """`run --dry-run`: the run in a transaction that is rolled back; the page is written from inside it."""
     from .errors import OutputRejected
     from .finance_report import write_report
@@ -195,8 +236,9 @@ def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Opti
             except FlexbillError:
                 raise
             except Exception as exc:  # the preview stands; say what failed
-                raise FlexbillError(f"the preview of {d} was computed, but its report page failed: "
-                                    f"{type(exc).__name__}: {exc}") from None
+                raise FlexbillError(
+                    f"the preview of {d} was computed, but its report page failed: {type(exc).__name__}: {exc}"
+                ) from None
 
     try:
         summary = run_billing_date(engine, d, preview=page, allow_future=allow_future)
@@ -208,7 +250,7 @@ def _preview(engine, d: date, report: bool, out_dir: Optional[str], gx_dir: Opti
         out.print(f"preview data-quality report: {pages[0]}", highlight=False, soft_wrap=True)
 
 
-def _write_report(engine, d: date, out_dir: Optional[str], gx_dir: Optional[str], after: str):
+def _write_report(engine, d: date, out_dir: str | None, gx_dir: str | None, after: str):
     from .finance_report import write_report
 
     try:
@@ -216,15 +258,21 @@ def _write_report(engine, d: date, out_dir: Optional[str], gx_dir: Optional[str]
     except FlexbillError:
         raise
     except Exception as exc:  # the billing result stands; say what failed and how to redo the report alone
-        raise FlexbillError(f"{d} {after}, but its data-quality report failed: {type(exc).__name__}: {exc}. "
-                            f"Fix that and run `flexbill report --date {d}`") from None
+        raise FlexbillError(
+            f"{d} {after}, but its data-quality report failed: {type(exc).__name__}: {exc}. "
+            f"Fix that and run `flexbill report --date {d}`"
+        ) from None
     out.print(f"data-quality report: {path}", highlight=False, soft_wrap=True)
     return path
 
 
 @app.command(epilog=_example("flexbill report --date 2026-10-31 --out /srv/finance/reports"))
-def report(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD)."),
-           out_dir: Optional[str] = OutOption, gx_dir: Optional[str] = GxOption, db: Optional[str] = DbOption) -> None:
+def report(
+    date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD)."),
+    out_dir: str | None = OutOption,
+    gx_dir: str | None = GxOption,
+    db: str | None = DbOption,
+) -> None:
     """Write D's data-quality report for finance: an HTML page, CSV exports and the GX Data Docs."""
     from .db.connect import require_schema
 
@@ -235,12 +283,17 @@ def report(date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-M
 
 
 @app.command(epilog=_example("flexbill backfill --from 2026-10-01 --to 2026-10-31"))
-def backfill(from_: str = typer.Option(..., "--from", help="First billing date (YYYY-MM-DD)."),
-             to: str = typer.Option(..., "--to", help="Last billing date (YYYY-MM-DD), inclusive."),
-             db: Optional[str] = DbOption, report: bool = ReportOption, out_dir: Optional[str] = OutOption,
-             gx_dir: Optional[str] = GxOption,
-             allow_future: bool = typer.Option(False, "--allow-future", help="Run dates whose cutoff is still ahead "
-                                               "(tests and demos only).")) -> None:
+def backfill(
+    from_: str = typer.Option(..., "--from", help="First billing date (YYYY-MM-DD)."),
+    to: str = typer.Option(..., "--to", help="Last billing date (YYYY-MM-DD), inclusive."),
+    db: str | None = DbOption,
+    report: bool = ReportOption,
+    out_dir: str | None = OutOption,
+    gx_dir: str | None = GxOption,
+    allow_future: bool = typer.Option(
+        False, "--allow-future", help="Run dates whose cutoff is still ahead (tests and demos only)."
+    ),
+) -> None:
     """Run every billing date from --from to --to, in date order, one transaction each; then the last date's report."""
     from .db.connect import require_schema
     from .runner import backfill as run_range
@@ -254,8 +307,15 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
     from .clock import check_cutoff, utcnow
 
     check_cutoff(last, utcnow(), allow_future, "--to")
-    with Progress(TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                  TimeElapsedColumn(), console=err, transient=False) as bar:
+    with Progress(
+        TextColumn("[bold]backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as bar:
         task = bar.add_task("", total=total)
 
         def step(summary) -> None:
@@ -270,8 +330,11 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
     corrective = [c for x in summaries if x.corrections for c in x.corrections.corrective]
     finalized = sum(x.finalized.count for x in summaries if x.finalized)
     kept = sum(x.corrections.kept for x in summaries if x.corrections)
-    out.print(f"  {finalized} invoices finalized; {kept} finalized invoices unchanged by a rerun; "
-              f"{len(notes)} credit notes, {len(corrective)} corrective invoices", highlight=False)
+    out.print(
+        f"  {finalized} invoices finalized; {kept} finalized invoices unchanged by a rerun; "
+        f"{len(notes)} credit notes, {len(corrective)} corrective invoices",
+        highlight=False,
+    )
     for note, credited, total in notes[:20]:
         out.print(f"  credit note {note} for invoice {credited} ({total})", highlight=False)
     for number, replaced, total in corrective[:20]:
@@ -283,17 +346,21 @@ def backfill(from_: str = typer.Option(..., "--from", help="First billing date (
 
 
 @app.command(epilog=_example("flexbill finalize --through 2026-10-31 --actor ana@operator.example"))
-def finalize(through: str = typer.Option(..., "--through", help="Finalize every draft with a billing date on or "
-                                         "before this date (YYYY-MM-DD)."),
-             actor: str = typer.Option(..., "--actor", help="Who approves the invoices (an e-mail), kept on each "
-                                       "invoice as finalized_by."),
-             db: Optional[str] = DbOption) -> None:
+def finalize(
+    through: str = typer.Option(
+        ..., "--through", help="Finalize every draft with a billing date on or before this date (YYYY-MM-DD)."
+    ),
+    actor: str = typer.Option(
+        ..., "--actor", help="Who approves the invoices (an e-mail), kept on each invoice as finalized_by."
+    ),
+    db: str | None = DbOption,
+) -> None:
     """Finalize (approve) drafts: number them from each location's gapless series, oldest date first, then by
     customer. A finalized invoice never changes; a later data fix is corrected by a credit note."""
-    from .db.connect import require_schema
-    from .db import dialect
-    from .invoicing import finalize as run_finalize
     from .clock import utcnow
+    from .db import dialect
+    from .db.connect import require_schema
+    from .invoicing import finalize as run_finalize
 
     d = parse_date(through, "--through")
     actor = check_actor(actor)
@@ -308,12 +375,18 @@ def finalize(through: str = typer.Option(..., "--through", help="Finalize every 
     _print_finalized(done)
 
 
-@app.command(epilog=_example("flexbill explain --contract 2166 --date 2026-09-03",
-                             "flexbill explain --contract 2166 --date 2026-09-03 --json"))
-def explain(contract: int = typer.Option(..., "--contract", help="Contract id."),
-            date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD) that has run."),
-            as_json: bool = typer.Option(False, "--json", help="Print the stable JSON form (see the README)."),
-            db: Optional[str] = DbOption) -> None:
+@app.command(
+    epilog=_example(
+        "flexbill explain --contract 2166 --date 2026-09-03",
+        "flexbill explain --contract 2166 --date 2026-09-03 --json",
+    )
+)
+def explain(
+    contract: int = typer.Option(..., "--contract", help="Contract id."),
+    date_: str = typer.Option(..., "--date", help="Billing date D (YYYY-MM-DD) that has run."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stable JSON form (see the README)."),
+    db: str | None = DbOption,
+) -> None:
     """Why a contract was or was not billed on D: each period up to D with the invoice that billed it, or why not
     (suspended since when and by which event, archived, quarantined, before next_invoice_date, billed on another
     date, credited). Reads only."""
@@ -347,24 +420,33 @@ def _print_explanation(x) -> None:
         out.print(f"  customer archived at {c['archived_at']} UTC", highlight=False)
     if c["suspended"]:
         sp = c["suspension"]
-        out.print(f"  customer suspended since {sp['since']} UTC by event {sp['event_id']} (source {sp['source']}"
-                  f"{', actor ' + sp['actor'] if sp['actor'] else ''}{', reason: ' + sp['reason'] if sp['reason'] else ''})",
-                  highlight=False)
+        out.print(
+            f"  customer suspended since {sp['since']} UTC by event {sp['event_id']} (source {sp['source']}"
+            f"{', actor ' + sp['actor'] if sp['actor'] else ''}{', reason: ' + sp['reason'] if sp['reason'] else ''})",
+            highlight=False,
+        )
     for q in x.quarantine:
-        out.print(f"  quarantined on {x.billing_date}: {q['source_table']} {q['row_id']}: {q['reason']}",
-                  highlight=False)
+        out.print(
+            f"  quarantined on {x.billing_date}: {q['source_table']} {q['row_id']}: {q['reason']}", highlight=False
+        )
     table = RichTable(title="periods up to the date", title_justify="left", show_lines=False)
     for name in ("period", "amount", "state", "invoice", "why"):
         table.add_column(name, overflow="fold")
     for group in _collapse_before_flexbill(x.periods):
         if isinstance(group, list):  # consecutive periods invoiced outside flexbill: one row, not one per period
             first, last = group[0], group[-1]
-            table.add_row(f"{first.period_start} .. {last.period_end}", f"{len(group)} periods", first.state, "",
-                          f"invoiced outside flexbill: they start before next_invoice_date {x.next_invoice_date}.")
+            table.add_row(
+                f"{first.period_start} .. {last.period_end}",
+                f"{len(group)} periods",
+                first.state,
+                "",
+                f"invoiced outside flexbill: they start before next_invoice_date {x.next_invoice_date}.",
+            )
             continue
         invoice = group.invoice_number or (f"draft {group.invoice_id}" if group.invoice_id else "")
-        table.add_row(f"{group.period_start} .. {group.period_end}", group.amount or "", group.state, invoice,
-                      group.why)
+        table.add_row(
+            f"{group.period_start} .. {group.period_end}", group.amount or "", group.state, invoice, group.why
+        )
     if not x.periods:
         table.add_row("", "", "", "", "no period starts on or before this date")
     out.print(table)
@@ -385,27 +467,42 @@ def _collapse_before_flexbill(periods) -> list:
     return [r[0] if isinstance(r, list) and len(r) == 1 else r for r in rows]
 
 
-def _manual(action: str, customer: int, actor: str, reason: Optional[str], at: Optional[str], db: Optional[str],
-            future: bool, backdate: bool):
+def _manual(
+    action: str,
+    customer: int,
+    actor: str,
+    reason: str | None,
+    at: str | None,
+    db: str | None,
+    future: bool,
+    backdate: bool,
+):
+    from .clock import utcnow
     from .inputs import parse_instant
     from .manual import record_manual_event
-    from .clock import utcnow
 
     actor = check_actor(actor)
     now = utcnow()
     if future and at is None:
         raise InputError("--future needs an explicit --at: the instant the event takes effect")
     instant = parse_instant(at, now)
-    done = record_manual_event(_engine(db), customer, action, actor, reason, instant, now=now, future=future,
-                               backdate=backdate)
-    out.print(f"customer {customer}: {action} recorded at {instant:%Y-%m-%d %H:%M:%S} UTC by {actor} "
-              f"(event {done.event['id']})", highlight=False)
+    done = record_manual_event(
+        _engine(db), customer, action, actor, reason, instant, now=now, future=future, backdate=backdate
+    )
+    out.print(
+        f"customer {customer}: {action} recorded at {instant:%Y-%m-%d %H:%M:%S} UTC by {actor} "
+        f"(event {done.event['id']})",
+        highlight=False,
+    )
     _print_impact(done.impact, "it")
 
 
 def _print_impact(impact, subject: str) -> None:
-    out.print(f"  {subject} first counts for billing date {impact.first_date} (every run whose cutoff, D+1 00:00 UTC, "
-              f"is after it){' and the dates already billed below' if impact.dates else ''}", highlight=False)
+    out.print(
+        f"  {subject} first counts for billing date {impact.first_date} (every run whose cutoff, D+1 00:00 UTC, "
+        f"is after it){' and the dates already billed below' if impact.dates else ''}",
+        highlight=False,
+    )
     if not impact.dates:
         return
     span = f"{impact.dates[0]}..{impact.dates[-1]}" if len(impact.dates) > 1 else str(impact.dates[0])
@@ -414,45 +511,77 @@ def _print_impact(impact, subject: str) -> None:
         out.print(f"    {d} invoice {number or invoice_id} ({status}, {currency} {total})", highlight=False)
     for d, contract, reason, periods in impact.skipped[:20]:
         out.print(f"    {d} contract {contract} skipped ({reason}, {periods} owed periods)", highlight=False)
-    out.print(f"  nothing changes until you rerun them: {impact.rerun}. "
-              f"Rerun: flexbill backfill --from {impact.dates[0]} --to {impact.dates[-1]}", highlight=False)
+    out.print(
+        f"  nothing changes until you rerun them: {impact.rerun}. "
+        f"Rerun: flexbill backfill --from {impact.dates[0]} --to {impact.dates[-1]}",
+        highlight=False,
+    )
 
 
 CustomerOpt = typer.Option(..., "--customer", help="Customer id.")
 ActorOpt = typer.Option(..., "--actor", help="Who does it: your e-mail (or full name), kept in the audit trail.")
 ReasonOpt = typer.Option(None, "--reason", help="Why, for the audit trail.")
-AtOpt = typer.Option(None, "--at", help="Instant of the event, ISO 8601 (UTC unless an offset is given) "
-                     "[default: now].", show_default=False)
+AtOpt = typer.Option(
+    None,
+    "--at",
+    help="Instant of the event, ISO 8601 (UTC unless an offset is given) [default: now].",
+    show_default=False,
+)
 FutureOpt = typer.Option(False, "--future", help="Allow an --at in the future (the event takes effect then).")
-BackdateOpt = typer.Option(False, "--backdate", help="Allow an --at before the cutoff of billing dates already run "
-                           "(it changes what a rerun of them computes; the command lists them).")
+BackdateOpt = typer.Option(
+    False,
+    "--backdate",
+    help="Allow an --at before the cutoff of billing dates already run "
+    "(it changes what a rerun of them computes; the command lists them).",
+)
 
 
-@app.command(epilog=_example("flexbill suspend --customer 48 --actor ana@operator.example --reason 'card declined'",
-                             "flexbill suspend --customer 48 --actor ana@operator.example --at 2026-10-14T12:00Z "
-                             "--backdate"))
-def suspend(customer: int = CustomerOpt, actor: str = ActorOpt, reason: Optional[str] = ReasonOpt,
-            at: Optional[str] = AtOpt, future: bool = FutureOpt, backdate: bool = BackdateOpt,
-            db: Optional[str] = DbOption) -> None:
+@app.command(
+    epilog=_example(
+        "flexbill suspend --customer 48 --actor ana@operator.example --reason 'card declined'",
+        "flexbill suspend --customer 48 --actor ana@operator.example --at 2026-10-14T12:00Z --backdate",
+    )
+)
+def suspend(
+    customer: int = CustomerOpt,
+    actor: str = ActorOpt,
+    reason: str | None = ReasonOpt,
+    at: str | None = AtOpt,
+    future: bool = FutureOpt,
+    backdate: bool = BackdateOpt,
+    db: str | None = DbOption,
+) -> None:
     """Suspend a customer: its contracts are not invoiced until a manual lift; periods stay owed."""
     _manual("suspend", customer, actor, reason, at, db, future, backdate)
 
 
 @app.command(epilog=_example("flexbill lift --customer 48 --actor ana@operator.example --reason 'paid in full'"))
-def lift(customer: int = CustomerOpt, actor: str = ActorOpt, reason: Optional[str] = ReasonOpt,
-         at: Optional[str] = AtOpt, future: bool = FutureOpt, backdate: bool = BackdateOpt,
-         db: Optional[str] = DbOption) -> None:
+def lift(
+    customer: int = CustomerOpt,
+    actor: str = ActorOpt,
+    reason: str | None = ReasonOpt,
+    at: str | None = AtOpt,
+    future: bool = FutureOpt,
+    backdate: bool = BackdateOpt,
+    db: str | None = DbOption,
+) -> None:
     """Lift a customer's suspension: the next run invoices every period missed while suspended."""
     _manual("lift", customer, actor, reason, at, db, future, backdate)
 
 
-@app.command("void-event", epilog=_example("flexbill void-event --id 731 --actor ana@operator.example "
-                                           "--reason 'typo: year 2030 for 2026'"))
-def void_event(event_id: int = typer.Option(..., "--id", help="The event's id (suspension_events.id), as "
-                                            "`flexbill suspend|lift` printed it."),
-               actor: str = ActorOpt,
-               reason: str = typer.Option(..., "--reason", help="Why the event was a mistake (kept with the void)."),
-               backdate: bool = BackdateOpt, db: Optional[str] = DbOption) -> None:
+@app.command(
+    "void-event",
+    epilog=_example("flexbill void-event --id 731 --actor ana@operator.example --reason 'typo: year 2030 for 2026'"),
+)
+def void_event(
+    event_id: int = typer.Option(
+        ..., "--id", help="The event's id (suspension_events.id), as `flexbill suspend|lift` printed it."
+    ),
+    actor: str = ActorOpt,
+    reason: str = typer.Option(..., "--reason", help="Why the event was a mistake (kept with the void)."),
+    backdate: bool = BackdateOpt,
+    db: str | None = DbOption,
+) -> None:
     """Void a manual event recorded by mistake: the log stays as it is (append-only), a void is recorded beside
     it and nothing counts the event any more (not runs, reruns or the checks of suspend and lift)."""
     from .manual import void_event as run_void
@@ -460,18 +589,29 @@ def void_event(event_id: int = typer.Option(..., "--id", help="The event's id (s
     actor = check_actor(actor)
     done = run_void(_engine(db), event_id, actor, reason, backdate=backdate)
     e = done.event
-    out.print(f"event {event_id} ({e['action']} of customer {e['customer_id']} at {e['occurred_at']:%Y-%m-%d %H:%M:%S}"
-              f" UTC) voided by {actor}", highlight=False)
+    out.print(
+        f"event {event_id} ({e['action']} of customer {e['customer_id']} at {e['occurred_at']:%Y-%m-%d %H:%M:%S}"
+        f" UTC) voided by {actor}",
+        highlight=False,
+    )
     _print_impact(done.impact, "the void")
 
 
 @app.command(epilog=_example("flexbill demo", "flexbill demo --days 30 --customers 500 --no-report"))
-def demo(db: Optional[str] = typer.Option(None, "--db", help="Database to build the demo in "
-                                          "[default: sqlite:///var/demo.sqlite, recreated]", show_default=False),
-         days: int = typer.Option(90, "--days", min=1, help="How many days to backfill."),
-         customers: int = typer.Option(2000, "--customers", min=10, help="Synthetic customers."),
-         seed: int = typer.Option(7, "--seed", help="Random seed of the synthetic operator."),
-         report: bool = ReportOption, out_dir: Optional[str] = OutOption, gx_dir: Optional[str] = GxOption) -> None:
+def demo(
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        help="Database to build the demo in [default: sqlite:///var/demo.sqlite, recreated]",
+        show_default=False,
+    ),
+    days: int = typer.Option(90, "--days", min=1, help="How many days to backfill."),
+    customers: int = typer.Option(2000, "--customers", min=10, help="Synthetic customers."),
+    seed: int = typer.Option(7, "--seed", help="Random seed of the synthetic operator."),
+    report: bool = ReportOption,
+    out_dir: str | None = OutOption,
+    gx_dir: str | None = GxOption,
+) -> None:
     """Build a synthetic operator, backfill it, print what a billing operator sees and write the last date's report."""
     from .demo import run_demo
 

@@ -3,7 +3,7 @@ day is over.  Pure: no database, no pandas."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from .errors import InputError
 
@@ -15,7 +15,7 @@ def cutoff_of(billing_date: date) -> datetime:
 
 def utcnow() -> datetime:
     """Now, as naive UTC (every timestamp flexbill stores is UTC)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def check_cutoff(d: date, now: datetime, allow_future: bool, option: str = "--date") -> None:
@@ -23,6 +23,8 @@ def check_cutoff(d: date, now: datetime, allow_future: bool, option: str = "--da
     complete (a contract created tonight would be missed, and nothing would ever bill it on D again)."""
     cutoff = cutoff_of(d)
     if cutoff > now and not allow_future:
-        raise InputError(f"{option} {d} cannot be billed yet: its cutoff, {cutoff:%Y-%m-%d %H:%M} UTC, is after now "
-                         f"({now:%Y-%m-%d %H:%M} UTC), so its data is not complete. Bill it from "
-                         f"{cutoff:%Y-%m-%d %H:%M} UTC on (--allow-future runs it anyway, for tests and demos)")
+        raise InputError(
+            f"{option} {d} cannot be billed yet: its cutoff, {cutoff:%Y-%m-%d %H:%M} UTC, is after now "
+            f"({now:%Y-%m-%d %H:%M} UTC), so its data is not complete. Bill it from "
+            f"{cutoff:%Y-%m-%d %H:%M} UTC on (--allow-future runs it anyway, for tests and demos)"
+        )

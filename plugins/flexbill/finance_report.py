@@ -27,8 +27,23 @@ from sqlalchemy.engine import Connection, Engine
 from .db import schema as s
 from .figures import (  # noqa: F401 - split_reason and history are the page's too (tests read them here)
     LIST_MAX,
-    active_users, back_billed, gap_before, history, invoice_list, invoices_by_location, late_lines, lifecycle,
-    portal_review, quarantine, reconciliation, run_status, skipped, skipped_list, split_reason, totals_by_currency)
+    active_users,
+    back_billed,
+    gap_before,
+    history,
+    invoice_list,
+    invoices_by_location,
+    late_lines,
+    lifecycle,
+    portal_review,
+    quarantine,
+    reconciliation,
+    run_status,
+    skipped,
+    skipped_list,
+    split_reason,
+    totals_by_currency,
+)
 
 TEMPLATE = "finance_report.html.j2"
 
@@ -38,6 +53,7 @@ def report_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 # ------------------------------------------------------------------ rendering
+
 
 def chart_svg(hist: dict) -> str:
     """The last dates' invoiced totals, one panel per currency (amounts in two currencies never share an axis),
@@ -51,8 +67,9 @@ def chart_svg(hist: dict) -> str:
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9})
     currencies = list(hist["totals"].items())
     panels = max(len(currencies), 1)
-    fig, axes = plt.subplots(panels + 1, 1, figsize=(9, 1.8 * panels + 1.6), sharex=True,
-                             height_ratios=[3] * panels + [1.3], squeeze=False)
+    fig, axes = plt.subplots(
+        panels + 1, 1, figsize=(9, 1.8 * panels + 1.6), sharex=True, height_ratios=[3] * panels + [1.3], squeeze=False
+    )
     axes = [a[0] for a in axes]
     x = list(range(len(hist["dates"])))
     nan = float("nan")
@@ -78,14 +95,16 @@ def chart_svg(hist: dict) -> str:
     fig.savefig(buffer, format="svg")
     plt.close(fig)
     svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]
+    return svg[svg.index("<svg") :]
 
 
 def _environment():
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
-                      autoescape=select_autoescape(default=True, default_for_string=True))
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
     env.filters["money"] = lambda v: f"{v:,.2f}"
     return env
 
@@ -105,23 +124,57 @@ def export_csvs(conn: Connection, d: date, folder: Path) -> dict[str, Path]:
     i, k, q, cn, li = s.invoices, s.skipped_contracts, s.quarantine, s.credit_notes, s.invoice_lines
     paths = {name: folder / f"{name}.csv" for name in EXPORTS}
     cols = ["invoice_id", "contract_id", "period_start", "period_end", "quantity", "unit_price", "amount", "prorated"]
-    _write_csv(paths["invoice_lines"], ["billing_date", "status", *cols], conn.execute(
-        select(i.c.billing_date, i.c.status, *(li.c[c] for c in cols))
-        .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id)).where(i.c.billing_date == d)
-        .order_by(li.c.invoice_id, li.c.contract_id, li.c.period_start)).all())
-    cols = ["invoice_id", "customer_id", "location_id", "billing_date", "currency", "subtotal", "tax", "total",
-            "status", "number", "finalized_at", "finalized_by", "corrects"]
-    _write_csv(paths["invoices"], cols, conn.execute(
-        select(*(i.c[c] for c in cols)).where(i.c.billing_date == d).order_by(i.c.invoice_id)).all())
+    _write_csv(
+        paths["invoice_lines"],
+        ["billing_date", "status", *cols],
+        conn.execute(
+            select(i.c.billing_date, i.c.status, *(li.c[c] for c in cols))
+            .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+            .where(i.c.billing_date == d)
+            .order_by(li.c.invoice_id, li.c.contract_id, li.c.period_start)
+        ).all(),
+    )
+    cols = [
+        "invoice_id",
+        "customer_id",
+        "location_id",
+        "billing_date",
+        "currency",
+        "subtotal",
+        "tax",
+        "total",
+        "status",
+        "number",
+        "finalized_at",
+        "finalized_by",
+        "corrects",
+    ]
+    _write_csv(
+        paths["invoices"],
+        cols,
+        conn.execute(select(*(i.c[c] for c in cols)).where(i.c.billing_date == d).order_by(i.c.invoice_id)).all(),
+    )
     cols = [c.name for c in cn.columns]
-    _write_csv(paths["credit_notes"], cols, conn.execute(
-        select(*(cn.c[c] for c in cols)).where(cn.c.billing_date == d).order_by(cn.c.number)).all())
+    _write_csv(
+        paths["credit_notes"],
+        cols,
+        conn.execute(select(*(cn.c[c] for c in cols)).where(cn.c.billing_date == d).order_by(cn.c.number)).all(),
+    )
     cols = ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_amount"]
-    _write_csv(paths["skipped"], cols, conn.execute(
-        select(*(k.c[c] for c in cols)).where(k.c.billing_date == d).order_by(k.c.contract_id)).all())
-    _write_csv(paths["quarantine"], ["billing_date", "source_table", "row_id", "reason"], conn.execute(
-        select(q.c.billing_date, q.c.source_table, q.c.row_id, q.c.reason).where(q.c.billing_date == d)
-        .order_by(q.c.source_table, q.c.row_id)).all())
+    _write_csv(
+        paths["skipped"],
+        cols,
+        conn.execute(select(*(k.c[c] for c in cols)).where(k.c.billing_date == d).order_by(k.c.contract_id)).all(),
+    )
+    _write_csv(
+        paths["quarantine"],
+        ["billing_date", "source_table", "row_id", "reason"],
+        conn.execute(
+            select(q.c.billing_date, q.c.source_table, q.c.row_id, q.c.reason)
+            .where(q.c.billing_date == d)
+            .order_by(q.c.source_table, q.c.row_id)
+        ).all(),
+    )
     for name in EXPORTS:
         paths[f"{name}.parquet"] = _parquet(paths[name])
     return paths
@@ -143,14 +196,14 @@ def _parquet(csv_path: Path) -> Path:
     types = {c: pa.string() for c in header}
     types.update({c: pa.date32() for c in header if c in dates})
     types.update({c: pa.timestamp("us") for c in header if c in stamps})
-    table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                          strings_can_be_null=True))
+    table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
     columns = []
     for name in table.column_names:
         column = table[name]
         if name in money:
-            column = pa.array([None if v is None else decimal.Decimal(v) for v in column.to_pylist()],
-                              type=pa.decimal128(18, 2))
+            column = pa.array(
+                [None if v is None else decimal.Decimal(v) for v in column.to_pylist()], type=pa.decimal128(18, 2)
+            )
         elif name in ("customer_id", "location_id", "contract_id", "row_id", "quantity", "owed_periods"):
             column = pa.array([None if v is None else int(v) for v in column.to_pylist()], type=pa.int64())
         elif name == "prorated":
@@ -161,9 +214,14 @@ def _parquet(csv_path: Path) -> Path:
     return out
 
 
-def write_report(engine: Engine, d: date, out: str | os.PathLike | None = None,
-                 gx_directory: str | os.PathLike | None = None, conn: Connection | None = None,
-                 preview: bool = False) -> Path:
+def write_report(
+    engine: Engine,
+    d: date,
+    out: str | os.PathLike | None = None,
+    gx_directory: str | os.PathLike | None = None,
+    conn: Connection | None = None,
+    preview: bool = False,
+) -> Path:
     """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html.
 
     `conn`: read through this connection (a dry run's open transaction) instead of a new one.  `preview`: the
@@ -190,15 +248,17 @@ def _previewed(status: dict) -> dict:
 
 def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory, preview: bool) -> dict:
     from . import quality, validation
+    from .clock import cutoff_of
     from .db import extract
     from .db.connect import redact
-    from .clock import cutoff_of
 
     src = extract.snapshot(conn, cutoff_of(d))  # read once: the portal list, then validated
     portal = portal_review(conn, d, src)
     inputs = validation.stacked_inputs(src)
     del src  # the stacked frame is all validation needs: do not hold both
-    dq = quality.validate_date(conn, d, gx_directory, inputs, run_name=f"flexbill-{d}" + ("-preview" if preview else ""))
+    dq = quality.validate_date(
+        conn, d, gx_directory, inputs, run_name=f"flexbill-{d}" + ("-preview" if preview else "")
+    )
     del inputs
 
     rows = invoices_by_location(conn, d)
@@ -244,27 +304,42 @@ def finance_action(data: dict) -> dict:
     d, status, life, rec = data["billing_date"], data["status"], data["lifecycle"], data["reconciliation"]
     state = status["state"]
     if state.endswith("not run"):
-        return {"kind": "bad", "label": "NOT RUN", "text": f"Nothing was billed for {d}: run `flexbill run --date {d}`."}
+        return {
+            "kind": "bad",
+            "label": "NOT RUN",
+            "text": f"Nothing was billed for {d}: run `flexbill run --date {d}`.",
+        }
     if "blocked" in state:
-        return {"kind": "bad", "label": "DO NOT SEND",
-                "text": "The output gate blocked this date: nothing new was published. Fix the cause (below), then "
-                        "rerun the date."}
+        return {
+            "kind": "bad",
+            "label": "DO NOT SEND",
+            "text": "The output gate blocked this date: nothing new was published. Fix the cause (below), then "
+            "rerun the date.",
+        }
     if rec is not None and not rec["ok"]:
-        return {"kind": "bad", "label": "STOP",
-                "text": "The reconciliation does not add up: do not send; report it (a flexbill defect)."}
+        return {
+            "kind": "bad",
+            "label": "STOP",
+            "text": "The reconciliation does not add up: do not send; report it (a flexbill defect).",
+        }
     if data["preview"]:
         return {"kind": "warn", "label": "PREVIEW", "text": "Check these figures, then run the date to bill it."}
     if life["counts"]["draft"]:
-        return {"kind": "warn", "label": "APPROVE DRAFTS",
-                "text": f"{life['counts']['draft']} draft invoices wait: review them, then `flexbill finalize "
-                        f"--through {d} --actor <you>`."}
+        return {
+            "kind": "warn",
+            "label": "APPROVE DRAFTS",
+            "text": f"{life['counts']['draft']} draft invoices wait: review them, then `flexbill finalize "
+            f"--through {d} --actor <you>`.",
+        }
     if data["gap"] and data["gap_serious"]:
         return {"kind": "warn", "label": "CHECK EARLIER DATES", "text": data["gap"]}
     n = life["counts"]["finalized"]
-    return {"kind": "ok", "label": "READY TO SEND",
-            "text": f"{n} invoice{'s' * (n != 1)} of {d} are final and reconciled: send them."
-                    + (f" {len(data['quarantine'])} source rows are quarantined: fix them (below)." if data['quarantine']
-                       else "")}
+    return {
+        "kind": "ok",
+        "label": "READY TO SEND",
+        "text": f"{n} invoice{'s' * (n != 1)} of {d} are final and reconciled: send them."
+        + (f" {len(data['quarantine'])} source rows are quarantined: fix them (below)." if data["quarantine"] else ""),
+    }
 
 
 def _link(target: Path | None, folder: Path) -> str | None:

@@ -8,7 +8,7 @@ touches a database.  Dates and instants are bounded to what the engine computes 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from .errors import InputError
 
@@ -31,8 +31,9 @@ def parse_date(text: str, option: str) -> date:
 
 def in_range(value: date, option: str) -> date:
     if not MIN_DATE <= value <= MAX_DATE:
-        raise InputError(f"{option} {value} is outside the dates flexbill bills ({MIN_DATE} .. {MAX_DATE}): "
-                         "check the year")
+        raise InputError(
+            f"{option} {value} is outside the dates flexbill bills ({MIN_DATE} .. {MAX_DATE}): check the year"
+        )
     return value
 
 
@@ -46,10 +47,11 @@ def parse_instant(text: str | None, now: datetime, option: str = "--at") -> date
         raise InputError(f"{option} '{text}' is not a timestamp: use ISO 8601, e.g. 2026-01-31T09:30:00Z") from None
     if value.tzinfo is not None:
         try:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         except OverflowError:
-            raise InputError(f"{option} '{text}' is outside the dates flexbill bills ({MIN_DATE} .. {MAX_DATE})") \
-                from None
+            raise InputError(
+                f"{option} '{text}' is outside the dates flexbill bills ({MIN_DATE} .. {MAX_DATE})"
+            ) from None
     in_range(value.date(), option)
     return value
 
@@ -60,13 +62,17 @@ def check_actor(actor: str | None, option: str = "--actor") -> str:
     if not value:
         raise InputError(f"{option} is required: who is doing this (your e-mail, e.g. ana@operator.example)")
     if value.startswith("-"):
-        raise InputError(f"{option} '{value[:40]}' looks like an option, not a person: give your e-mail "
-                         f"(e.g. {option} ana@operator.example)")
+        raise InputError(
+            f"{option} '{value[:40]}' looks like an option, not a person: give your e-mail "
+            f"(e.g. {option} ana@operator.example)"
+        )
     if CONTROL.search(value):
         raise InputError(f"{option} holds control characters: give your e-mail (e.g. {option} ana@operator.example)")
     if not EMAIL.search(value) and len(WORD.findall(value)) < 2:
-        raise InputError(f"{option} '{value[:40]}' does not say who: give your e-mail (ana@operator.example) or your "
-                         "full name, as the audit trail keeps it")
+        raise InputError(
+            f"{option} '{value[:40]}' does not say who: give your e-mail (ana@operator.example) or your "
+            "full name, as the audit trail keeps it"
+        )
     return value
 
 

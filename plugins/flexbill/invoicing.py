@@ -34,8 +34,10 @@ def grace_days() -> int:
     if raw == "":
         return 0
     if not raw.isdigit():
-        raise InputError(f"{GRACE_ENV}='{raw}' is not a whole number of days >= 0: set it to 0 (finalize at once) "
-                         "or to the days finance reviews drafts")
+        raise InputError(
+            f"{GRACE_ENV}='{raw}' is not a whole number of days >= 0: set it to 0 (finalize at once) "
+            "or to the days finance reviews drafts"
+        )
     return int(raw)
 
 
@@ -63,15 +65,19 @@ class Corrections:
 
 # ------------------------------------------------------------------ numbering
 
+
 def _last_seqs(conn: Connection, series: str) -> dict[int, int]:
     n = s.number_series
-    return {int(lid): int(seq) for lid, seq in
-            conn.execute(select(n.c.location_id, n.c.last_seq).where(n.c.series == series)).all()}
+    return {
+        int(lid): int(seq)
+        for lid, seq in conn.execute(select(n.c.location_id, n.c.last_seq).where(n.c.series == series)).all()
+    }
 
 
 def _save_seqs(conn: Connection, series: str, before: dict, after: dict) -> None:
-    rows = [{"location_id": lid, "series": series, "last_seq": seq} for lid, seq in after.items()
-            if before.get(lid) != seq]
+    rows = [
+        {"location_id": lid, "series": series, "last_seq": seq} for lid, seq in after.items() if before.get(lid) != seq
+    ]
     dialect.upsert(conn, s.number_series, rows, ["location_id", "series"])
 
 
@@ -85,6 +91,7 @@ def _numbers(conn: Connection, frame: pd.DataFrame, series: str) -> pd.Series:
 
 
 # ------------------------------------------------------------------ finalization
+
 
 def _run_states(conn: Connection, dates) -> dict:
     r = s.billing_runs
@@ -104,11 +111,17 @@ def finalize(conn: Connection, through: date, actor: str, now: datetime, automat
     if not automatic:
         today = now.date()
         if through > today:
-            raise InputError(f"--through {through} is in the future (today is {today} UTC): finalize only dates "
-                             "that have been billed")
+            raise InputError(
+                f"--through {through} is in the future (today is {today} UTC): finalize only dates "
+                "that have been billed"
+            )
     i = s.invoices
-    drafts = dialect.read_frame(conn, select(i.c.invoice_id, i.c.location_id, i.c.billing_date, i.c.customer_id)
-                                .where(i.c.status == lifecycle.DRAFT, i.c.billing_date <= through))
+    drafts = dialect.read_frame(
+        conn,
+        select(i.c.invoice_id, i.c.location_id, i.c.billing_date, i.c.customer_id).where(
+            i.c.status == lifecycle.DRAFT, i.c.billing_date <= through
+        ),
+    )
     drafts.columns = ["invoice_id", "location_id", "billing_date", "customer_id"]
     drafts["billing_date"] = drafts["billing_date"].map(_as_date)
     drafts["customer_id"] = drafts["customer_id"].astype("int64")
@@ -118,17 +131,21 @@ def finalize(conn: Connection, through: date, actor: str, now: datetime, automat
     out = Finalized(through=through, actor=actor)
     if not automatic:
         if through not in states:
-            raise InputError(f"{through} has no billing run: run `flexbill run --date {through}` first, then "
-                             "finalize; nothing was finalized")
+            raise InputError(
+                f"{through} has no billing run: run `flexbill run --date {through}` first, then "
+                "finalize; nothing was finalized"
+            )
         if states[through][0] != "published":
             blocked = sorted({*blocked, through})
         if blocked:
             first = blocked[0]
             why = (states.get(first) or (None, None))[1] or "its latest run did not publish"
-            raise InputError(f"{', '.join(map(str, blocked))} cannot be finalized: the latest run of {first} was "
-                             f"blocked ({why}). Fix the cause and rerun "
-                             f"{'that date' if len(blocked) == 1 else 'those dates'}, then finalize through "
-                             f"{through}; nothing was finalized")
+            raise InputError(
+                f"{', '.join(map(str, blocked))} cannot be finalized: the latest run of {first} was "
+                f"blocked ({why}). Fix the cause and rerun "
+                f"{'that date' if len(blocked) == 1 else 'those dates'}, then finalize through "
+                f"{through}; nothing was finalized"
+            )
     else:
         out.waiting = blocked
         drafts = drafts[~drafts["billing_date"].isin(blocked)]
@@ -137,8 +154,13 @@ def finalize(conn: Connection, through: date, actor: str, now: datetime, automat
     drafts = drafts.sort_values(["billing_date", "customer_id", "invoice_id"], kind="stable").reset_index(drop=True)
     drafts["number"] = _numbers(conn, drafts, INVOICE_SERIES)
     pause("mid_finalize")
-    dialect.update_frame(conn, s.invoices, drafts[["invoice_id", "number"]], "invoice_id",
-                         {"status": lifecycle.FINALIZED, "finalized_at": now, "finalized_by": actor})
+    dialect.update_frame(
+        conn,
+        s.invoices,
+        drafts[["invoice_id", "number"]],
+        "invoice_id",
+        {"status": lifecycle.FINALIZED, "finalized_at": now, "finalized_by": actor},
+    )
     out.count = len(drafts)
     out.dates = sorted(set(drafts["billing_date"]))
     for lid, part in drafts.groupby("location_id"):
@@ -148,13 +170,15 @@ def finalize(conn: Connection, through: date, actor: str, now: datetime, automat
 
 # ------------------------------------------------------------------ publishing a date's invoices
 
+
 def _finalized_of(conn: Connection, d: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """D's finalized invoices and their lines (amounts in cents)."""
     i, li = s.invoices, s.invoice_lines
     invoices = extract.read_table(conn, i, where=(i.c.billing_date == d) & (i.c.status == lifecycle.FINALIZED))
     ids = select(i.c.invoice_id).where(i.c.billing_date == d, i.c.status == lifecycle.FINALIZED)
     lines = extract.read_table(conn, li, where=li.c.invoice_id.in_(ids)).rename(
-        columns={"unit_price_cents": "unit_cents"})
+        columns={"unit_price_cents": "unit_cents"}
+    )
     invoices["customer_id"] = invoices["customer_id"].astype("int64")
     lines["customer_id"] = lines["invoice_id"].map(invoices.set_index("invoice_id")["customer_id"]).astype("int64")
     return invoices, lines
@@ -173,14 +197,22 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
     credited = rec.credited.merge(old, on=["invoice_id", "customer_id"]).sort_values("customer_id", kind="stable")
     if not credited.empty:
         credited = credited.reset_index(drop=True)
-        notes = pd.DataFrame({
-            "credit_note_id": credited["invoice_id"].map(lifecycle.credit_note_id),
-            "number": _numbers(conn, credited, CREDIT_SERIES),
-            "invoice_id": credited["invoice_id"], "customer_id": credited["customer_id"],
-            "location_id": credited["location_id"], "billing_date": d, "issued_at": now,
-            "currency": credited["currency"], "reason": credited["reason"],
-            "subtotal": credited["subtotal_cents"].map(from_cents), "tax": credited["tax_cents"].map(from_cents),
-            "total": credited["total_cents"].map(from_cents)})
+        notes = pd.DataFrame(
+            {
+                "credit_note_id": credited["invoice_id"].map(lifecycle.credit_note_id),
+                "number": _numbers(conn, credited, CREDIT_SERIES),
+                "invoice_id": credited["invoice_id"],
+                "customer_id": credited["customer_id"],
+                "location_id": credited["location_id"],
+                "billing_date": d,
+                "issued_at": now,
+                "currency": credited["currency"],
+                "reason": credited["reason"],
+                "subtotal": credited["subtotal_cents"].map(from_cents),
+                "tax": credited["tax_cents"].map(from_cents),
+                "total": credited["total_cents"].map(from_cents),
+            }
+        )
         dialect.insert_frame(conn, s.credit_notes, notes)
         dialect.update_frame(conn, s.invoices, credited[["invoice_id"]], "invoice_id", {"status": lifecycle.CREDITED})
         out.credit_notes = list(zip(notes["number"], credited["number"], notes["total"]))
@@ -190,17 +222,27 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
     if write.empty:
         return out
     i = s.invoices
-    counts = dict(conn.execute(select(i.c.customer_id, func.count()).where(
-        i.c.billing_date == d, i.c.status == lifecycle.CREDITED).group_by(i.c.customer_id)).all())
+    counts = dict(
+        conn.execute(
+            select(i.c.customer_id, func.count())
+            .where(i.c.billing_date == d, i.c.status == lifecycle.CREDITED)
+            .group_by(i.c.customer_id)
+        ).all()
+    )
     base_ids = write["invoice_id"]
-    write["invoice_id"] = [lifecycle.revision_id(b, int(counts.get(int(c), 0)))
-                           for b, c in zip(base_ids, write["customer_id"])]
+    write["invoice_id"] = [
+        lifecycle.revision_id(b, int(counts.get(int(c), 0))) for b, c in zip(base_ids, write["customer_id"])
+    ]
     ids = dict(zip(write["customer_id"].astype("int64"), write["invoice_id"]))
     replaced = dict(zip(credited["customer_id"].astype("int64"), credited["invoice_id"])) if len(credited) else {}
     write["corrects"] = write["customer_id"].astype("int64").map(replaced)
-    write = write.assign(billing_date=d, subtotal=write["subtotal_cents"].map(from_cents),
-                         tax=write["tax_cents"].map(from_cents), total=write["total_cents"].map(from_cents),
-                         status=lifecycle.DRAFT)
+    write = write.assign(
+        billing_date=d,
+        subtotal=write["subtotal_cents"].map(from_cents),
+        tax=write["tax_cents"].map(from_cents),
+        total=write["total_cents"].map(from_cents),
+        status=lifecycle.DRAFT,
+    )
     dialect.insert_frame(conn, s.invoices, write)
     mine = lines[lines["customer_id"].isin(ids.keys())].copy()
     mine["invoice_id"] = mine["customer_id"].astype("int64").map(ids)
@@ -210,12 +252,15 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
     out.drafts = len(write) - len(corrective)
     if not corrective.empty:
         corrective["number"] = _numbers(conn, corrective, INVOICE_SERIES)
-        dialect.update_frame(conn, s.invoices, corrective[["invoice_id", "number"]], "invoice_id",
-                             {"status": lifecycle.FINALIZED, "finalized_at": now,
-                              "finalized_by": lifecycle.CORRECTION})
+        dialect.update_frame(
+            conn,
+            s.invoices,
+            corrective[["invoice_id", "number"]],
+            "invoice_id",
+            {"status": lifecycle.FINALIZED, "finalized_at": now, "finalized_by": lifecycle.CORRECTION},
+        )
         old_numbers = dict(zip(credited["invoice_id"], credited["number"]))
-        out.corrective = list(zip(corrective["number"], corrective["corrects"].map(old_numbers),
-                                  corrective["total"]))
+        out.corrective = list(zip(corrective["number"], corrective["corrects"].map(old_numbers), corrective["total"]))
     return out
 
 

@@ -71,8 +71,9 @@ class Reconciled:
     credited: pd.DataFrame  # the finalized invoices to credit: invoice_id, customer_id, reason
 
 
-def reconcile(finalized: pd.DataFrame, finalized_lines: pd.DataFrame, invoices: pd.DataFrame,
-              lines: pd.DataFrame, billing_date) -> Reconciled:
+def reconcile(
+    finalized: pd.DataFrame, finalized_lines: pd.DataFrame, invoices: pd.DataFrame, lines: pd.DataFrame, billing_date
+) -> Reconciled:
     """Compare each finalized invoice of the date with the rerun's result for its customer.
 
     finalized: invoice_id, customer_id + INVOICE_VALUES; finalized_lines: invoice_id, customer_id, contract_id,
@@ -87,28 +88,41 @@ def reconcile(finalized: pd.DataFrame, finalized_lines: pd.DataFrame, invoices: 
     same_values = np.ones(len(both), dtype=bool)
     for c in LINE_VALUES:
         same_values &= (both[f"{c}_old"] == both[f"{c}_new"]).to_numpy()
-    per = pd.DataFrame({
-        "customer_id": both["customer_id"].astype("int64"),
-        "added": (both["_merge"] == "right_only").to_numpy(),
-        "removed": (both["_merge"] == "left_only").to_numpy(),
-        "changed": ((both["_merge"] == "both").to_numpy() & ~same_values),
-    }).groupby("customer_id").sum()
+    per = (
+        pd.DataFrame(
+            {
+                "customer_id": both["customer_id"].astype("int64"),
+                "added": (both["_merge"] == "right_only").to_numpy(),
+                "removed": (both["_merge"] == "left_only").to_numpy(),
+                "changed": ((both["_merge"] == "both").to_numpy() & ~same_values),
+            }
+        )
+        .groupby("customer_id")
+        .sum()
+    )
 
     new_inv = invoices[invoices["customer_id"].isin(held)]
-    totals = _norm_invoices(finalized, with_id=True).merge(_norm_invoices(new_inv), on="customer_id", how="left",
-                                             suffixes=("_old", "_new"))
+    totals = _norm_invoices(finalized, with_id=True).merge(
+        _norm_invoices(new_inv), on="customer_id", how="left", suffixes=("_old", "_new")
+    )
     totals_differ = np.zeros(len(totals), dtype=bool)
     for c in INVOICE_VALUES:
         totals_differ |= ~(totals[f"{c}_old"] == totals[f"{c}_new"]).to_numpy()
-    totals = totals.assign(totals_differ=totals_differ).merge(per, left_on="customer_id", right_index=True,
-                                                              how="left").fillna({"added": 0, "removed": 0,
-                                                                                  "changed": 0})
+    totals = (
+        totals.assign(totals_differ=totals_differ)
+        .merge(per, left_on="customer_id", right_index=True, how="left")
+        .fillna({"added": 0, "removed": 0, "changed": 0})
+    )
     differs = totals["totals_differ"] | (totals[["added", "removed", "changed"]].sum(axis=1) > 0)
     changed = totals[differs]
     reasons = [_reason(billing_date, r) for r in changed.itertuples()]
-    credited = pd.DataFrame({"invoice_id": changed["invoice_id"].to_numpy(),
-                             "customer_id": changed["customer_id"].astype("int64").to_numpy(),
-                             "reason": reasons})
+    credited = pd.DataFrame(
+        {
+            "invoice_id": changed["invoice_id"].to_numpy(),
+            "customer_id": changed["customer_id"].astype("int64").to_numpy(),
+            "reason": reasons,
+        }
+    )
     return Reconciled(kept=set(totals.loc[~differs, "customer_id"].astype("int64")), credited=credited)
 
 
@@ -140,5 +154,7 @@ def _reason(billing_date, row) -> str:
         totals = f"total {old_total} -> nothing to bill"
     else:
         totals = f"total {old_total} -> {from_cents(int(row.total_cents_new))}"
-    return (f"rerun of {billing_date} recomputed this invoice after a data change: "
-            f"{', '.join(parts) or 'totals changed'}; {totals}")
+    return (
+        f"rerun of {billing_date} recomputed this invoice after a data change: "
+        f"{', '.join(parts) or 'totals changed'}; {totals}"
+    )

@@ -82,31 +82,52 @@ def impact(conn: Connection, customer_id: int, at: datetime, action: str, until:
     window = [r.c.billing_date >= out.first_date, r.c.status == "published"]
     if until is not None:
         window.append(r.c.billing_date < first_billing_date(until))
-    out.dates = [_day(d) for d in conn.execute(select(r.c.billing_date).where(*window).order_by(r.c.billing_date))
-                 .scalars()]
+    out.dates = [
+        _day(d) for d in conn.execute(select(r.c.billing_date).where(*window).order_by(r.c.billing_date)).scalars()
+    ]
     if not out.dates:
         return out
     last = out.dates[-1]
-    out.invoices = [(_day(d), iid, number, status, cur, total) for d, iid, number, status, cur, total in conn.execute(
-        select(i.c.billing_date, i.c.invoice_id, i.c.number, i.c.status, i.c.currency, i.c.total)
-        .where(i.c.customer_id == customer_id, i.c.billing_date.between(out.first_date, last), i.c.status != "credited")
-        .order_by(i.c.billing_date, i.c.invoice_id)).all()]
-    out.skipped = [(_day(d), cid, reason, n) for d, cid, reason, n in conn.execute(
-        select(k.c.billing_date, k.c.contract_id, k.c.reason, k.c.owed_periods)
-        .where(k.c.customer_id == customer_id, k.c.billing_date.between(out.first_date, last))
-        .order_by(k.c.billing_date, k.c.contract_id)).all()]
+    out.invoices = [
+        (_day(d), iid, number, status, cur, total)
+        for d, iid, number, status, cur, total in conn.execute(
+            select(i.c.billing_date, i.c.invoice_id, i.c.number, i.c.status, i.c.currency, i.c.total)
+            .where(
+                i.c.customer_id == customer_id, i.c.billing_date.between(out.first_date, last), i.c.status != "credited"
+            )
+            .order_by(i.c.billing_date, i.c.invoice_id)
+        ).all()
+    ]
+    out.skipped = [
+        (_day(d), cid, reason, n)
+        for d, cid, reason, n in conn.execute(
+            select(k.c.billing_date, k.c.contract_id, k.c.reason, k.c.owed_periods)
+            .where(k.c.customer_id == customer_id, k.c.billing_date.between(out.first_date, last))
+            .order_by(k.c.billing_date, k.c.contract_id)
+        ).all()
+    ]
     span = f"{out.dates[0]}..{last}" if len(out.dates) > 1 else str(last)
     finalized = [n for _, _, n, st, _, _ in out.invoices if st == "finalized"]
     if action == "suspend":
-        out.rerun = (f"a rerun of {span} no longer bills customer {customer_id} on those dates: "
-                     + (f"its finalized invoices {', '.join(finalized)} are credited by credit notes" if finalized
-                        else "it has no finalized invoice there")
-                     + "; its drafts there are replaced; the periods stay owed until a lift")
+        out.rerun = (
+            f"a rerun of {span} no longer bills customer {customer_id} on those dates: "
+            + (
+                f"its finalized invoices {', '.join(finalized)} are credited by credit notes"
+                if finalized
+                else "it has no finalized invoice there"
+            )
+            + "; its drafts there are replaced; the periods stay owed until a lift"
+        )
     else:
-        out.rerun = (f"a rerun of {span} bills customer {customer_id} again from {out.first_date}: the periods "
-                     "skipped there are invoiced by the first date rerun"
-                     + (f"; its finalized invoices {', '.join(finalized)} are credited and corrected if they change"
-                        if finalized else ""))
+        out.rerun = (
+            f"a rerun of {span} bills customer {customer_id} again from {out.first_date}: the periods "
+            "skipped there are invoiced by the first date rerun"
+            + (
+                f"; its finalized invoices {', '.join(finalized)} are credited and corrected if they change"
+                if finalized
+                else ""
+            )
+        )
     return out
 
 
@@ -116,24 +137,48 @@ def _day(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def _check_time(conn: Connection, customer_id: int, at: datetime, action: str, now: datetime, future: bool,
-                backdate: bool, what: str, until: datetime | None = None) -> Impact:
+def _check_time(
+    conn: Connection,
+    customer_id: int,
+    at: datetime,
+    action: str,
+    now: datetime,
+    future: bool,
+    backdate: bool,
+    what: str,
+    until: datetime | None = None,
+) -> Impact:
     if at > now + CLOCK_SKEW and not future:
-        raise InputError(f"{what} at {at:%Y-%m-%d %H:%M:%S} UTC is in the future (now is {now:%Y-%m-%d %H:%M:%S} "
-                         "UTC): check the date, or pass --future to record an event that takes effect later")
+        raise InputError(
+            f"{what} at {at:%Y-%m-%d %H:%M:%S} UTC is in the future (now is {now:%Y-%m-%d %H:%M:%S} "
+            "UTC): check the date, or pass --future to record an event that takes effect later"
+        )
     found = impact(conn, customer_id, at, action, until)
     if found.dates and not backdate:
-        span = f"{found.dates[0]}..{found.dates[-1]} ({len(found.dates)} dates)" if len(found.dates) > 1 \
+        span = (
+            f"{found.dates[0]}..{found.dates[-1]} ({len(found.dates)} dates)"
+            if len(found.dates) > 1
             else str(found.dates[0])
-        raise InputError(f"{what} at {at:%Y-%m-%d %H:%M:%S} UTC falls before the cutoff of billing dates already "
-                         f"run: {span}. It changes what a rerun of them computes ({found.rerun}). Pass --backdate "
-                         "to record it, then rerun those dates; nothing was recorded")
+        )
+        raise InputError(
+            f"{what} at {at:%Y-%m-%d %H:%M:%S} UTC falls before the cutoff of billing dates already "
+            f"run: {span}. It changes what a rerun of them computes ({found.rerun}). Pass --backdate "
+            "to record it, then rerun those dates; nothing was recorded"
+        )
     return found
 
 
-def record_manual_event(engine: Engine, customer_id: int, action: str, actor: str, reason: str | None,
-                        at: datetime, now: datetime | None = None, future: bool = False,
-                        backdate: bool = False) -> Recorded:
+def record_manual_event(
+    engine: Engine,
+    customer_id: int,
+    action: str,
+    actor: str,
+    reason: str | None,
+    at: datetime,
+    now: datetime | None = None,
+    future: bool = False,
+    backdate: bool = False,
+) -> Recorded:
     """Append one manual event after the checks of `suspension.check_manual` and the time checks above."""
     from .clock import utcnow
 
@@ -163,20 +208,31 @@ def record_manual_event(engine: Engine, customer_id: int, action: str, actor: st
             latest_event_at=None if latest is None or pd.isna(latest) else pd.Timestamp(latest).to_pydatetime(),
         )
         if exists and not len(row):
-            raise EventRefused(f"customer {customer_id} was created after {at:%Y-%m-%d %H:%M:%S} UTC: "
-                               "use an --at on or after its signup")
+            raise EventRefused(
+                f"customer {customer_id} was created after {at:%Y-%m-%d %H:%M:%S} UTC: "
+                "use an --at on or after its signup"
+            )
         check_manual(action, view, at)
         found = _check_time(conn, customer_id, at, action, now, future, backdate, f"--at {action}")
-        event = {"customer_id": customer_id, "occurred_at": at, "action": action, "source": "manual",
-                 "reason": reason, "actor": actor, "trigger_key": None}
-        event["id"] = conn.execute(schema.suspension_events.insert().returning(schema.suspension_events.c.id),
-                                   event).scalar_one()
+        event = {
+            "customer_id": customer_id,
+            "occurred_at": at,
+            "action": action,
+            "source": "manual",
+            "reason": reason,
+            "actor": actor,
+            "trigger_key": None,
+        }
+        event["id"] = conn.execute(
+            schema.suspension_events.insert().returning(schema.suspension_events.c.id), event
+        ).scalar_one()
         bump_publish_seq(conn)  # a DAG run that staged before this event must not publish a mix
     return Recorded(event=event, impact=found)
 
 
-def void_event(engine: Engine, event_id: int, actor: str, reason: str | None, now: datetime | None = None,
-               backdate: bool = False) -> Recorded:
+def void_event(
+    engine: Engine, event_id: int, actor: str, reason: str | None, now: datetime | None = None, backdate: bool = False
+) -> Recorded:
     """Void a manual event recorded by mistake: a row of event_voids, never a change to the log."""
     from .clock import utcnow
 
@@ -197,18 +253,21 @@ def void_event(engine: Engine, event_id: int, actor: str, reason: str | None, no
         if conn.execute(select(v.c.event_id).where(v.c.event_id == event_id)).first():
             raise EventRefused(f"event {event_id} is already voided: nothing to do")
         if row["source"] != "manual":
-            raise EventRefused(f"event {event_id} was recorded by the {row['source']} rule, not by a person: a rule's "
-                               "suspension is ended by a manual lift (`flexbill lift`), not voided")
+            raise EventRefused(
+                f"event {event_id} was recorded by the {row['source']} rule, not by a person: a rule's "
+                "suspension is ended by a manual lift (`flexbill lift`), not voided"
+            )
         customer = int(row["customer_id"])
         at = pd.Timestamp(row["occurred_at"]).to_pydatetime()
         later = _events_of(conn, customer)
-        later = later[(later["occurred_at"] > row["occurred_at"])
-                      | ((later["occurred_at"] == row["occurred_at"]) & (later["id"] > event_id))]
+        later = later[
+            (later["occurred_at"] > row["occurred_at"])
+            | ((later["occurred_at"] == row["occurred_at"]) & (later["id"] > event_id))
+        ]
         until = pd.Timestamp(later["occurred_at"].iloc[0]).to_pydatetime() if len(later) else None
         undone = "lift" if row["action"] == "suspend" else "suspend"  # voiding a suspend acts like a lift
         found = _check_time(conn, customer, at, undone, now, True, backdate, f"voiding event {event_id}", until)
         void = {"event_id": event_id, "voided_at": now, "actor": actor, "reason": reason}
         conn.execute(v.insert(), void)
         bump_publish_seq(conn)
-    return Recorded(event={**void, "customer_id": customer, "action": row["action"], "occurred_at": at},
-                    impact=found)
+    return Recorded(event={**void, "customer_id": customer, "action": row["action"], "occurred_at": at}, impact=found)

@@ -62,7 +62,7 @@ class Money:
     def __post_init__(self) -> None:
         _no_float(self.amount)
 
-    def __add__(self, other: "Money") -> "Money":
+    def __add__(self, other: Money) -> Money:
         if self.currency != other.currency:
             raise ValueError(f"cannot add {self.currency} and {other.currency}")
         return Money(self.amount + other.amount, self.currency)

@@ -15,10 +15,10 @@ periods for millions of contracts at once and is checked against it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Iterator
 
 from dateutil.relativedelta import relativedelta
 
@@ -104,4 +104,3 @@ def next_period_start(terms: Terms, after: date) -> date:
     while anchor + _step(terms, k) <= after:
         k += 1
     return anchor + _step(terms, k)
-

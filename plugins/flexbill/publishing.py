@@ -58,8 +58,9 @@ def _money(frame: pd.DataFrame, **columns: str) -> pd.DataFrame:
     return frame.assign(**{target: [from_cents(int(v)) for v in frame[source]] for target, source in columns.items()})
 
 
-def _write(conn: Connection, d: date, result: billing.DateResult, quarantine: pd.DataFrame,
-           report_frame: pd.DataFrame) -> invoicing.Corrections:
+def _write(
+    conn: Connection, d: date, result: billing.DateResult, quarantine: pd.DataFrame, report_frame: pd.DataFrame
+) -> invoicing.Corrections:
     """D's outputs, from the validated staging (amounts in cents), into the output tables."""
     corrections = invoicing.write_date(conn, d, result.invoices, result.lines, utcnow())
     pause("mid_write")
@@ -71,8 +72,14 @@ def _write(conn: Connection, d: date, result: billing.DateResult, quarantine: pd
 
 
 def record_run(conn: Connection, d: date, status: str, started: datetime, stats: dict, message: str | None) -> None:
-    row = {"billing_date": d, "status": status, "started_at": started, "finished_at": utcnow(), "message": message,
-           **{k: int(v) for k, v in stats.items() if k in schema.billing_runs.c}}
+    row = {
+        "billing_date": d,
+        "status": status,
+        "started_at": started,
+        "finished_at": utcnow(),
+        "message": message,
+        **{k: int(v) for k, v in stats.items() if k in schema.billing_runs.c},
+    }
     if status == "published":
         row["published_at"] = row["finished_at"]
     dialect.upsert(conn, schema.billing_runs, [row], ["billing_date"])
@@ -96,8 +103,9 @@ def publish_seq(conn: Connection) -> int:
     return int(value.scalar() or 0)
 
 
-def staged_outputs(conn: Connection, run: Run, staging: Staging | None = None
-                   ) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame]:
+def staged_outputs(
+    conn: Connection, run: Run, staging: Staging | None = None
+) -> tuple[billing.DateResult, pd.DataFrame, pd.DataFrame]:
     """What the run staged, as the frames publish writes: (result, report, quarantine)."""
     staging = TableStaging(conn, run) if staging is None else staging
     d = run.billing_date
@@ -108,16 +116,22 @@ def staged_outputs(conn: Connection, run: Run, staging: Staging | None = None
     lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
     invoices = staging.get(schema.stg_invoices).assign(billing_date=d)
     status = staging.get(schema.stg_status)
-    skipped = status[(status["reason"] != "") & (status["owed_periods"] > 0)].assign(billing_date=d)[
-        ["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]].reset_index(drop=True)
+    skipped = (
+        status[(status["reason"] != "") & (status["owed_periods"] > 0)]
+        .assign(billing_date=d)[["billing_date", "contract_id", "customer_id", "reason", "owed_periods", "owed_cents"]]
+        .reset_index(drop=True)
+    )
     ledger = staging.get(schema.stg_ledger)[["contract_id", "billed_before"]]
     report_frame = staging.get(schema.stg_report)
     report_frame = report_frame.assign(report_date=d)[["report_date", "location_id", *report.COUNTS]]
     report_frame = report_frame.sort_values("location_id").reset_index(drop=True)
     quarantine = staging.get(schema.stg_quarantine)[["source_table", "row_id", "reason"]]
     stats = billing.run_stats(status, lines, invoices, d)
-    stats.update(events_appended=head["events_appended"], quarantined_rows=head["quarantined_rows"],
-                 contracts_quarantined=head["contracts_quarantined"])
+    stats.update(
+        events_appended=head["events_appended"],
+        quarantined_rows=head["quarantined_rows"],
+        contracts_quarantined=head["contracts_quarantined"],
+    )
     result = billing.DateResult(lines=lines, invoices=invoices, skipped=skipped, ledger=ledger, stats=stats)
     return result, report_frame, quarantine
 
@@ -134,9 +148,11 @@ def publish(conn: Connection, run: Run, staging: Staging | None = None) -> RunSu
     if head is None or not head["validated"]:
         raise FlexbillError(f"run {run.run_id} for {run.billing_date} is not validated: nothing was published")
     if head["publish_seq"] != publish_seq(conn):
-        raise FlexbillError(f"another run published, or a manual suspend/lift was recorded, while run {run.run_id} "
-                            f"for {run.billing_date} was staging: its staging is stale, nothing was published; "
-                            "rerun the date (clear the whole DAG run)")
+        raise FlexbillError(
+            f"another run published, or a manual suspend/lift was recorded, while run {run.run_id} "
+            f"for {run.billing_date} was staging: its staging is stale, nothing was published; "
+            "rerun the date (clear the whole DAG run)"
+        )
     result, report_frame, quarantine = staged_outputs(conn, run, staging)
     clear_date(conn, run.billing_date)
     corrections = _write(conn, run.billing_date, result, quarantine, report_frame)
@@ -150,13 +166,26 @@ def publish(conn: Connection, run: Run, staging: Staging | None = None) -> RunSu
     stale = select(schema.stg_runs.c.run_id).where(schema.stg_runs.c.billing_date == run.billing_date)
     for run_id in conn.execute(stale).scalars().all():
         clear_run(conn, run_id, keep_head=True)
-    totals = (result.invoices.groupby("currency")
-              .agg(invoices=("invoice_id", "size"), subtotal=("subtotal_cents", "sum"),
-                   tax=("tax_cents", "sum"), total=("total_cents", "sum")).reset_index())
-    return RunSummary(run.billing_date, "published", result.stats, [
-        (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
-        for r in totals.itertuples()], corrections=corrections)
-
+    totals = (
+        result.invoices.groupby("currency")
+        .agg(
+            invoices=("invoice_id", "size"),
+            subtotal=("subtotal_cents", "sum"),
+            tax=("tax_cents", "sum"),
+            total=("total_cents", "sum"),
+        )
+        .reset_index()
+    )
+    return RunSummary(
+        run.billing_date,
+        "published",
+        result.stats,
+        [
+            (r.currency, int(r.invoices), from_cents(r.subtotal), from_cents(r.tax), from_cents(r.total))
+            for r in totals.itertuples()
+        ],
+        corrections=corrections,
+    )
 
 
 def published_by(conn: Connection, run: Run) -> RunSummary | None:
@@ -165,11 +194,18 @@ def published_by(conn: Connection, run: Run) -> RunSummary | None:
     state = schema.flexbill_state
     if conn.execute(select(state.c.value).where(state.c.name == PUBLISHED + run.run_id)).first() is None:
         return None
-    row = conn.execute(select(schema.billing_runs).where(schema.billing_runs.c.billing_date == run.billing_date)
-                       ).mappings().first()
+    row = (
+        conn.execute(select(schema.billing_runs).where(schema.billing_runs.c.billing_date == run.billing_date))
+        .mappings()
+        .first()
+    )
     stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"} if row else {}
     from .figures import invoices_by_location, totals_by_currency  # the report's own sums, per currency
 
     totals = totals_by_currency(invoices_by_location(conn, run.billing_date))
-    return RunSummary(run.billing_date, "published", stats,
-                      [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals])
+    return RunSummary(
+        run.billing_date,
+        "published",
+        stats,
+        [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals],
+    )

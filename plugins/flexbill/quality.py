@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from importlib.resources import files
 from pathlib import Path
 
@@ -90,14 +90,20 @@ def published_frames(conn: Connection, d: date) -> dict:
     invoices = extract.read_table(conn, s.invoices, where=live)
     sums = lines.groupby("invoice_id")["amount_cents"].sum()
     locations = extract.read_table(conn, s.locations)
-    invoices = invoices.assign(location_currency=lookup(invoices["location_id"], locations, "currency"),
-                               lines_cents=invoices["invoice_id"].map(sums).fillna(0).astype("int64"),
-                               subtotal_plus_tax=invoices["subtotal_cents"] + invoices["tax_cents"])
+    invoices = invoices.assign(
+        location_currency=lookup(invoices["location_id"], locations, "currency"),
+        lines_cents=invoices["invoice_id"].map(sums).fillna(0).astype("int64"),
+        subtotal_plus_tax=invoices["subtotal_cents"] + invoices["tax_cents"],
+    )
     skipped = extract.read_table(conn, s.skipped_contracts, where=s.skipped_contracts.c.billing_date == d)
     report = extract.read_table(conn, s.active_user_report, where=s.active_user_report.c.report_date == d)
     report = report.assign(active_plus_suspended=report["active_users"] + report["suspended_members"])
-    return {"invoice_lines": lines.reset_index(drop=True), "invoices": invoices, "skipped_contracts": skipped,
-            "active_user_report": pd.DataFrame(report)}
+    return {
+        "invoice_lines": lines.reset_index(drop=True),
+        "invoices": invoices,
+        "skipped_contracts": skipped,
+        "active_user_report": pd.DataFrame(report),
+    }
 
 
 class _Context:
@@ -128,24 +134,35 @@ class _Context:
             except (KeyError, LookupError, ValueError):
                 batch = asset.add_batch_definition_whole_dataframe(name)
             committed = load_suite(name)
-            suite = self.context.suites.add_or_update(gx.ExpectationSuite(
-                name=name, meta=committed.get("meta", {}),
-                expectations=[getattr(gx.expectations, _class_name(e["type"]))(**e["kwargs"], meta=e.get("meta"))
-                              for e in committed["expectations"]]))
+            suite = self.context.suites.add_or_update(
+                gx.ExpectationSuite(
+                    name=name,
+                    meta=committed.get("meta", {}),
+                    expectations=[
+                        getattr(gx.expectations, _class_name(e["type"]))(**e["kwargs"], meta=e.get("meta"))
+                        for e in committed["expectations"]
+                    ],
+                )
+            )
             definition = self.context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=name, data=batch, suite=suite))
-            self.checkpoints[name] = self.context.checkpoints.add_or_update(gx.Checkpoint(
-                name=name, validation_definitions=[definition],
-                actions=[UpdateDataDocsAction(name="update_data_docs")],
-                # BASIC: counts and a sample of failing values, which is what the report and Data Docs show;
-                # SUMMARY's index lists cost twice the time on a 1M-contract snapshot (15 s -> 8 s measured)
-                result_format={"result_format": "BASIC"}))
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            )
+            self.checkpoints[name] = self.context.checkpoints.add_or_update(
+                gx.Checkpoint(
+                    name=name,
+                    validation_definitions=[definition],
+                    actions=[UpdateDataDocsAction(name="update_data_docs")],
+                    # BASIC: counts and a sample of failing values, which is what the report and Data Docs show;
+                    # SUMMARY's index lists cost twice the time on a 1M-contract snapshot (15 s -> 8 s measured)
+                    result_format={"result_format": "BASIC"},
+                )
+            )
 
     def docs_index(self) -> Path | None:
         for site in self.context.get_docs_sites_urls():
             url = site.get("site_url") or ""
             if url.startswith("file://"):
-                return Path(url[len("file://"):])
+                return Path(url[len("file://") :])
         return None
 
 
@@ -153,27 +170,32 @@ def _class_name(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 
 
-def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None = None,
-                  inputs=None, run_name: str | None = None) -> DateQuality:
+def validate_date(
+    conn: Connection, d: date, directory: str | os.PathLike | None = None, inputs=None, run_name: str | None = None
+) -> DateQuality:
     """Validate D's inputs (as of its cutoff; `inputs`: validation.stacked_inputs of that snapshot when the caller
     has read it) and D's published outputs; keep the results, rebuild Data Docs."""
     import pandas as pd
     from great_expectations.core.run_identifier import RunIdentifier
 
-    from .db import extract
     from .clock import cutoff_of
+    from .db import extract
 
     frames = {
-        "flexbill_inputs": inputs if inputs is not None else validation.stacked_inputs(extract.snapshot(conn, cutoff_of(d))),
+        "flexbill_inputs": inputs
+        if inputs is not None
+        else validation.stacked_inputs(extract.snapshot(conn, cutoff_of(d))),
         "flexbill_outputs": validation.stacked_outputs(published_frames(conn, d)),
     }
     ctx = _Context(gx_dir(directory))
     out = DateQuality(billing_date=d)
-    run_time = datetime.now(timezone.utc)
+    run_time = datetime.now(UTC)
     for name, frame in frames.items():
         frame = pd.DataFrame(frame).reset_index(drop=True)
-        result = ctx.checkpoints[name].run(batch_parameters={"dataframe": frame},
-                                           run_id=RunIdentifier(run_name=run_name or f"flexbill-{d}", run_time=run_time))
+        result = ctx.checkpoints[name].run(
+            batch_parameters={"dataframe": frame},
+            run_id=RunIdentifier(run_name=run_name or f"flexbill-{d}", run_time=run_time),
+        )
         out.success[name] = bool(result.success)
         out.evaluated_rows[name] = len(frame)
         for validation_result in result.run_results.values():
@@ -181,10 +203,17 @@ def validate_date(conn: Connection, d: date, directory: str | os.PathLike | None
                 config = res.expectation_config
                 kwargs = config.kwargs
                 column = kwargs.get("column") or ", ".join(
-                    c for c in [kwargs.get("column_A"), kwargs.get("column_B"), *(kwargs.get("column_list") or [])] if c)
-                out.checks.append(Check(
-                    suite=name, expectation=config.type, column=column.replace("__", "."),
-                    finance=(config.meta or {}).get("finance", ""), success=bool(res.success),
-                    unexpected=int((res.result or {}).get("unexpected_count") or 0)))
+                    c for c in [kwargs.get("column_A"), kwargs.get("column_B"), *(kwargs.get("column_list") or [])] if c
+                )
+                out.checks.append(
+                    Check(
+                        suite=name,
+                        expectation=config.type,
+                        column=column.replace("__", "."),
+                        finance=(config.meta or {}).get("finance", ""),
+                        success=bool(res.success),
+                        unexpected=int((res.result or {}).get("unexpected_count") or 0),
+                    )
+                )
     out.docs_index = ctx.docs_index()
     return out

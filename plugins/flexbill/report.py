@@ -24,22 +24,28 @@ def _flags(customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Serie
     """One row per countable customer with its member / suspended / portal flags."""
     cutoff = pd.Timestamp(cutoff_of(report_date))
     cust = customers[~(customers["archived_at"] < cutoff)]
-    live = contracts[contracts["cancellation_date"].isna() | (contracts["cancellation_date"] > pd.Timestamp(report_date))]
+    live = contracts[
+        contracts["cancellation_date"].isna() | (contracts["cancellation_date"] > pd.Timestamp(report_date))
+    ]
     member = cust["id"].isin(live["customer_id"])
     susp = lookup(cust["id"], suspended).fillna(False).astype(bool)
     portal = cust["portal_access"].fillna(True).astype(bool)
-    return pd.DataFrame({
-        "customer_id": cust["id"], "location_id": cust["location_id"].astype("int64"),
-        "members": member,
-        "active_users": member & ~susp,
-        "suspended_members": member & susp,
-        "suspended_with_portal_access": member & susp & portal,
-        "contacts": ~member,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": cust["id"],
+            "location_id": cust["location_id"].astype("int64"),
+            "members": member,
+            "active_users": member & ~susp,
+            "suspended_members": member & susp,
+            "suspended_with_portal_access": member & susp & portal,
+            "contacts": ~member,
+        }
+    )
 
 
-def active_users(locations: pd.DataFrame, customers: pd.DataFrame, contracts: pd.DataFrame,
-                 suspended: pd.Series, report_date: date) -> pd.DataFrame:
+def active_users(
+    locations: pd.DataFrame, customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Series, report_date: date
+) -> pd.DataFrame:
     """locations: every location row; customers: valid customers; contracts: every visible contract."""
     counts = _flags(customers, contracts, suspended, report_date).groupby("location_id")[COUNTS].sum()
     ids = pd.Index(locations["id"].dropna().astype("int64").unique(), name="location_id")
@@ -48,8 +54,9 @@ def active_users(locations: pd.DataFrame, customers: pd.DataFrame, contracts: pd
     return out.sort_values("location_id").reset_index(drop=True)
 
 
-def suspended_with_portal_access(customers: pd.DataFrame, contracts: pd.DataFrame,
-                                 suspended: pd.Series, report_date: date) -> pd.DataFrame:
+def suspended_with_portal_access(
+    customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Series, report_date: date
+) -> pd.DataFrame:
     """The customers behind suspended_with_portal_access (customer_id, location_id), for an admin to review."""
     flags = _flags(customers, contracts, suspended, report_date)
     keep = flags["suspended_with_portal_access"]

@@ -18,15 +18,17 @@ EVENT_COLUMNS = ["customer_id", "occurred_at", "action", "source", "reason", "ac
 
 
 def _events(customer_id, occurred_at, source, keys, reason) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": customer_id.astype("int64").to_numpy(),
-        "occurred_at": occurred_at.to_numpy(),
-        "action": "suspend",
-        "source": source,
-        "reason": reason.to_numpy() if hasattr(reason, "to_numpy") else reason,
-        "actor": None,
-        "trigger_key": keys.to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": customer_id.astype("int64").to_numpy(),
+            "occurred_at": occurred_at.to_numpy(),
+            "action": "suspend",
+            "source": source,
+            "reason": reason.to_numpy() if hasattr(reason, "to_numpy") else reason,
+            "actor": None,
+            "trigger_key": keys.to_numpy(),
+        }
+    )
 
 
 def triggered_events(valid: dict, recorded_keys: set[str]) -> pd.DataFrame:
@@ -34,22 +36,37 @@ def triggered_events(valid: dict, recorded_keys: set[str]) -> pd.DataFrame:
     cust = valid["customers"]
     since = lookup(cust["location_id"], valid["locations"], "keep_new_accounts_suspended_since")
     hit = cust[since.notna() & (cust["created_at"] >= since)]
-    signup = _events(hit["id"], hit["created_at"], "signup", "signup:" + hit["id"].astype(str),
-                     "location keeps new member accounts suspended")
+    signup = _events(
+        hit["id"],
+        hit["created_at"],
+        "signup",
+        "signup:" + hit["id"].astype(str),
+        "location keeps new member accounts suspended",
+    )
 
     con = valid["contracts"]
     con = con[con["customer_id"].isin(cust["id"])]
     since = lookup(con["plan_id"], valid["plans"], "suspend_customers_joining_since")
     hit = con[since.notna() & (con["created_at"] >= since)]
-    plan = _events(hit["customer_id"], hit["created_at"], "plan", "plan:" + hit["id"].astype(str),
-                   "joined plan " + hit["plan_id"].astype(str) + ", which suspends customers joining it")
+    plan = _events(
+        hit["customer_id"],
+        hit["created_at"],
+        "plan",
+        "plan:" + hit["id"].astype(str),
+        "joined plan " + hit["plan_id"].astype(str) + ", which suspends customers joining it",
+    )
 
     ent = valid["crm_stage_entries"]
     ent = ent[ent["customer_id"].isin(cust["id"])]
     since = lookup(ent["stage_id"], valid["crm_stages"], "deactivate_account_since")
     hit = ent[since.notna() & (ent["entered_at"] >= since)]
-    crm = _events(hit["customer_id"], hit["entered_at"], "crm_stage", "crm_stage:" + hit["id"].astype(str),
-                  "opportunity entered CRM stage " + hit["stage_id"].astype(str) + " (deactivate account)")
+    crm = _events(
+        hit["customer_id"],
+        hit["entered_at"],
+        "crm_stage",
+        "crm_stage:" + hit["id"].astype(str),
+        "opportunity entered CRM stage " + hit["stage_id"].astype(str) + " (deactivate account)",
+    )
 
     new = pd.concat([signup, plan, crm], ignore_index=True)
     new = new[~new["trigger_key"].isin(recorded_keys)]

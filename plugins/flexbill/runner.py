@@ -8,8 +8,8 @@ in memory (MemoryStaging), then publish and the grace-period finalization, then 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Callable
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -25,10 +25,14 @@ from .publishing import RunSummary
 from .staging import MemoryStaging, Run
 
 
-def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
-                     on_step: Callable[[str, float], None] | None = None,
-                     preview: Callable[[Connection, RunSummary], object] | None = None,
-                     allow_future: bool = False) -> RunSummary:
+def run_billing_date(
+    engine: Engine,
+    d: date,
+    tamper: Callable | None = None,
+    on_step: Callable[[str, float], None] | None = None,
+    preview: Callable[[Connection, RunSummary], object] | None = None,
+    allow_future: bool = False,
+) -> RunSummary:
     """Every step for date D in one transaction holding the run lock (the `flexbill run` path), then the
     grace-period finalization (FLEXBILL_GRACE_DAYS) in the same transaction.
 
@@ -98,14 +102,21 @@ def run_billing_date(engine: Engine, d: date, tamper: Callable | None = None,
         raise
     except (OperationalError, DBAPIError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise DatabaseError(f"the run for {d} failed on the database and wrote nothing: {reason}. "
-                            f"Check {redact(engine.url.render_as_string(hide_password=False))} and rerun the date.") from None
+        raise DatabaseError(
+            f"the run for {d} failed on the database and wrote nothing: {reason}. "
+            f"Check {redact(engine.url.render_as_string(hide_password=False))} and rerun the date."
+        ) from None
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def backfill(engine: Engine, first: date, last: date, progress: Callable[[RunSummary], None] | None = None,
-             allow_future: bool = False) -> list[RunSummary]:
+def backfill(
+    engine: Engine,
+    first: date,
+    last: date,
+    progress: Callable[[RunSummary], None] | None = None,
+    allow_future: bool = False,
+) -> list[RunSummary]:
     """Run every date from `first` to `last`, in order; stops at the first failure."""
     summaries = []
     check_cutoff(last, utcnow(), allow_future, "--to")

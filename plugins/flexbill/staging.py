@@ -33,7 +33,7 @@ class Run:
     run_id: str
 
     @classmethod
-    def new(cls, billing_date: date) -> "Run":
+    def new(cls, billing_date: date) -> Run:
         return cls(billing_date, f"cli-{billing_date:%Y%m%d}-{uuid.uuid4().hex[:12]}")
 
     @property

@@ -25,7 +25,7 @@ of a date in one transaction (the CLI path).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 from sqlalchemy import Column, Date, Integer, MetaData, Table, bindparam, func, select, update
@@ -42,8 +42,9 @@ from .staging import Run, Staging, TableStaging, clear_run
 RULES = ("signup", "plan", "crm_stage")
 
 _tmp = MetaData()
-DUE = Table("flexbill_due", _tmp, Column("contract_id", Integer, primary_key=True), Column("lo", Date),
-            prefixes=["TEMPORARY"])
+DUE = Table(
+    "flexbill_due", _tmp, Column("contract_id", Integer, primary_key=True), Column("lo", Date), prefixes=["TEMPORARY"]
+)
 
 
 def _dated(stmt, **types):
@@ -69,6 +70,7 @@ def _lines_reader(conn: Connection) -> Callable[[pd.DataFrame], pd.DataFrame]:
         out = _frame(conn, dialect.sql("window_lines"), {}, ["contract_id", "period_start", "billing_date"])
         DUE.drop(conn)
         return out
+
     return lines_from
 
 
@@ -79,8 +81,13 @@ def _events_rows(new: pd.DataFrame) -> list[dict]:
     ]
 
 
-def apply_rules(conn: Connection, valid: dict, customer_id: int | None = None,
-                source: str | None = None, ctx: RunContext | None = None) -> tuple[pd.DataFrame, int]:
+def apply_rules(
+    conn: Connection,
+    valid: dict,
+    customer_id: int | None = None,
+    source: str | None = None,
+    ctx: RunContext | None = None,
+) -> tuple[pd.DataFrame, int]:
     """Append the suspend events the rules owe (of one customer, of one rule, if given); returns
     every valid event (the new ones included, numbered after the others) and how many were appended."""
     e = schema.suspension_events
@@ -131,7 +138,7 @@ class RunContext:
         self.triggered: pd.DataFrame | None = None  # the rules' suspend events not yet recorded
 
     @classmethod
-    def for_task(cls, conn: Connection, run: Run) -> "RunContext":
+    def for_task(cls, conn: Connection, run: Run) -> RunContext:
         return cls(run, TableStaging(conn, run))
 
     @property
@@ -157,6 +164,7 @@ def _context(conn: Connection, run: Run, ctx: RunContext | None) -> RunContext:
 
 
 # ------------------------------------------------------------------ what the steps read (once per context)
+
 
 def _snapshot(conn: Connection, ctx: RunContext) -> dict:
     if ctx.src is None:
@@ -193,10 +201,15 @@ def _ledger(conn: Connection, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFra
     """The ledger cursors, and the lines on D or later of periods starting on or before D."""
     if ctx.ledger is None:
         led = schema.contract_ledger
-        ctx.ledger = _frame(conn, select(led.c.contract_id, led.c.billed_before), {},
-                            ["contract_id", "billing_date"]).rename(columns={"billing_date": "billed_before"})
-        ctx.later = _frame(conn, _dated(dialect.sql("later_lines"), billing_date=Date()),
-                           {"billing_date": ctx.run.billing_date}, ["contract_id", "period_start"])
+        ctx.ledger = _frame(
+            conn, select(led.c.contract_id, led.c.billed_before), {}, ["contract_id", "billing_date"]
+        ).rename(columns={"billing_date": "billed_before"})
+        ctx.later = _frame(
+            conn,
+            _dated(dialect.sql("later_lines"), billing_date=Date()),
+            {"billing_date": ctx.run.billing_date},
+            ["contract_id", "period_start"],
+        )
     return ctx.ledger, ctx.later
 
 
@@ -213,6 +226,7 @@ def _terms(conn: Connection, ctx: RunContext, location_id: int | None) -> pd.Dat
 
 # ------------------------------------------------------------------ the steps (each one a DAG task)
 
+
 def extract_snapshot(conn: Connection, run: Run, ctx: RunContext | None = None) -> dict:
     """Read the source tables as of the cutoff, validate them, stage the quarantine."""
     ctx = _context(conn, run, ctx)
@@ -221,10 +235,19 @@ def extract_snapshot(conn: Connection, run: Run, ctx: RunContext | None = None) 
     clear_run(conn, run.run_id)
     ctx.staging.put(schema.stg_quarantine, verdict.quarantine)
     contracts_quarantined = int((verdict.quarantine["source_table"] == "contracts").sum())
-    conn.execute(schema.stg_runs.insert(), {
-        "run_id": run.run_id, "billing_date": run.billing_date, "started_at": utcnow(),
-        "publish_seq": publish_seq(conn), "quarantined_rows": len(verdict.quarantine),
-        "contracts_quarantined": contracts_quarantined, "events_appended": 0, "validated": False})
+    conn.execute(
+        schema.stg_runs.insert(),
+        {
+            "run_id": run.run_id,
+            "billing_date": run.billing_date,
+            "started_at": utcnow(),
+            "publish_seq": publish_seq(conn),
+            "quarantined_rows": len(verdict.quarantine),
+            "contracts_quarantined": contracts_quarantined,
+            "events_appended": 0,
+            "validated": False,
+        },
+    )
     ctx.valid = verdict.valid
     if ctx.in_process:  # later steps read only these raw tables (the report counts every visible contract)
         ctx.src = {name: src[name] for name in ("locations", "contracts")}
@@ -243,8 +266,11 @@ def apply_rule(conn: Connection, run: Run, rule: str, ctx: RunContext | None = N
         raise FlexbillError(f"unknown rule '{rule}': one of {', '.join(RULES)}")
     ctx = _context(conn, run, ctx)
     _, appended = apply_rules(conn, _valid(conn, ctx), source=rule, ctx=ctx)
-    conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id)
-                 .values(events_appended=schema.stg_runs.c.events_appended + appended))
+    conn.execute(
+        update(schema.stg_runs)
+        .where(schema.stg_runs.c.run_id == run.run_id)
+        .values(events_appended=schema.stg_runs.c.events_appended + appended)
+    )
     ctx.suspended = None
     return appended
 
@@ -284,8 +310,9 @@ def active_user_report(conn: Connection, run: Run, ctx: RunContext | None = None
     """Stage the active-user report as of the cutoff; returns the number of locations."""
     ctx = _context(conn, run, ctx)
     src, valid = _snapshot(conn, ctx), _valid(conn, ctx)
-    frame = report.active_users(src["locations"], valid["customers"], src["contracts"], _suspended(conn, ctx),
-                                run.billing_date)
+    frame = report.active_users(
+        src["locations"], valid["customers"], src["contracts"], _suspended(conn, ctx), run.billing_date
+    )
     ctx.staging.clear(schema.stg_report)
     for location_id, part in frame.groupby("location_id"):
         ctx.staging.put(schema.stg_report, part, int(location_id))
@@ -297,8 +324,11 @@ def validate_output(conn: Connection, run: Run, ctx: RunContext | None = None, t
     result, report_frame, _ = staged_outputs(conn, run, None if ctx is None else ctx.staging)
     if tamper is not None:
         tamper(result, report_frame)
-    locations = (ctx.valid["locations"] if ctx is not None and ctx.valid is not None  # else a tiny read
-                 else extract.read_table(conn, schema.locations, run.cutoff))
+    locations = (
+        ctx.valid["locations"]
+        if ctx is not None and ctx.valid is not None  # else a tiny read
+        else extract.read_table(conn, schema.locations, run.cutoff)
+    )
     validation.check_outputs(_output_frames(result, report_frame, locations))
     conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id).values(validated=True))
     return result.stats
@@ -309,7 +339,12 @@ def _output_frames(result: billing.DateResult, report_frame: pd.DataFrame, locat
     inv = result.invoices.assign(
         location_currency=lookup(result.invoices["location_id"], locations, "currency"),
         lines_cents=result.invoices["invoice_id"].map(lines_cents),
-        subtotal_plus_tax=result.invoices["subtotal_cents"] + result.invoices["tax_cents"])
+        subtotal_plus_tax=result.invoices["subtotal_cents"] + result.invoices["tax_cents"],
+    )
     rep = report_frame.assign(active_plus_suspended=report_frame["active_users"] + report_frame["suspended_members"])
-    return {"invoice_lines": result.lines, "invoices": inv, "skipped_contracts": result.skipped,
-            "active_user_report": rep}
+    return {
+        "invoice_lines": result.lines,
+        "invoices": inv,
+        "skipped_contracts": result.skipped,
+        "active_user_report": rep,
+    }

@@ -24,7 +24,9 @@ def invoice_totals(conn, first: date, last: date):
     return conn.execute(
         select(i.c.currency, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax), func.sum(i.c.total))
         .where(i.c.billing_date.between(first, last), i.c.status != "credited")
-        .group_by(i.c.currency).order_by(i.c.currency)).all()
+        .group_by(i.c.currency)
+        .order_by(i.c.currency)
+    ).all()
 
 
 def invoice_statuses(conn, first: date, last: date):
@@ -32,8 +34,10 @@ def invoice_statuses(conn, first: date, last: date):
     i = s.invoices
     return conn.execute(
         select(i.c.status, i.c.location_id, func.count(), func.min(i.c.number), func.max(i.c.number))
-        .where(i.c.billing_date.between(first, last)).group_by(i.c.status, i.c.location_id)
-        .order_by(i.c.status, i.c.location_id)).all()
+        .where(i.c.billing_date.between(first, last))
+        .group_by(i.c.status, i.c.location_id)
+        .order_by(i.c.status, i.c.location_id)
+    ).all()
 
 
 def credit_notes(conn, first: date, last: date, limit: int = 20):
@@ -41,18 +45,33 @@ def credit_notes(conn, first: date, last: date, limit: int = 20):
     cn, i = s.credit_notes, s.invoices
     old, new = i.alias("old"), i.alias("new")
     return conn.execute(
-        select(cn.c.number, old.c.number, old.c.billing_date, cn.c.customer_id, cn.c.currency, cn.c.total,
-               new.c.number, new.c.total)
-        .select_from(cn.join(old, old.c.invoice_id == cn.c.invoice_id)
-                     .outerjoin(new, new.c.corrects == cn.c.invoice_id))
-        .where(cn.c.billing_date.between(first, last)).order_by(cn.c.number).limit(limit)).all()
+        select(
+            cn.c.number,
+            old.c.number,
+            old.c.billing_date,
+            cn.c.customer_id,
+            cn.c.currency,
+            cn.c.total,
+            new.c.number,
+            new.c.total,
+        )
+        .select_from(
+            cn.join(old, old.c.invoice_id == cn.c.invoice_id).outerjoin(new, new.c.corrects == cn.c.invoice_id)
+        )
+        .where(cn.c.billing_date.between(first, last))
+        .order_by(cn.c.number)
+        .limit(limit)
+    ).all()
 
 
 def skipped_by_reason(conn, first: date, last: date):
     k = s.skipped_contracts
     return conn.execute(
         select(k.c.reason, func.count(func.distinct(k.c.contract_id)), func.count())
-        .where(k.c.billing_date.between(first, last)).group_by(k.c.reason).order_by(k.c.reason)).all()
+        .where(k.c.billing_date.between(first, last))
+        .group_by(k.c.reason)
+        .order_by(k.c.reason)
+    ).all()
 
 
 def back_billed(conn, first: date, last: date):
@@ -62,8 +81,9 @@ def back_billed(conn, first: date, last: date):
 
     r = s.billing_runs
     groups: dict = {}
-    for day in conn.execute(select(r.c.billing_date).where(r.c.billing_date.between(first, last),
-                                                           r.c.status == "published")).scalars():
+    for day in conn.execute(
+        select(r.c.billing_date).where(r.c.billing_date.between(first, last), r.c.status == "published")
+    ).scalars():
         day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
         for row in late_lines(conn, day):
             g = groups.setdefault((row["currency"], row["kind"]), [set(), 0, 0])
@@ -75,23 +95,36 @@ def back_billed(conn, first: date, last: date):
 
 def quarantine_rows(conn, billing_date: date):
     q = s.quarantine
-    return conn.execute(select(q.c.source_table, q.c.row_id, q.c.reason)
-                        .where(q.c.billing_date == billing_date).order_by(q.c.source_table, q.c.row_id)).all()
+    return conn.execute(
+        select(q.c.source_table, q.c.row_id, q.c.reason)
+        .where(q.c.billing_date == billing_date)
+        .order_by(q.c.source_table, q.c.row_id)
+    ).all()
 
 
 def active_users(conn, billing_date: date):
     r, loc = s.active_user_report, s.locations
     return conn.execute(
-        select(r.c.location_id, loc.c.name, r.c.members, r.c.active_users, r.c.suspended_members,
-               r.c.suspended_with_portal_access, r.c.contacts)
+        select(
+            r.c.location_id,
+            loc.c.name,
+            r.c.members,
+            r.c.active_users,
+            r.c.suspended_members,
+            r.c.suspended_with_portal_access,
+            r.c.contacts,
+        )
         .select_from(r.outerjoin(loc, loc.c.id == r.c.location_id))
-        .where(r.c.report_date == billing_date).order_by(r.c.location_id)).all()
+        .where(r.c.report_date == billing_date)
+        .order_by(r.c.location_id)
+    ).all()
 
 
 def rule_events(conn):
     e = s.suspension_events
-    return conn.execute(select(e.c.source, e.c.action, func.count()).group_by(e.c.source, e.c.action)
-                        .order_by(e.c.source, e.c.action)).all()
+    return conn.execute(
+        select(e.c.source, e.c.action, func.count()).group_by(e.c.source, e.c.action).order_by(e.c.source, e.c.action)
+    ).all()
 
 
 def print_summary(engine, first: date, last: date, console: Console) -> None:
@@ -113,8 +146,9 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
             t.add_row(reason, str(contracts), str(n))
         console.print(t)
 
-        t = _table("Billed late (periods invoiced after their start date)", "currency", "why", "customers",
-                   "periods", "amount")
+        t = _table(
+            "Billed late (periods invoiced after their start date)", "currency", "why", "customers", "periods", "amount"
+        )
         for cur, kind, customers, n, amount in back_billed(conn, first, last):
             t.add_row(cur, kind, str(customers), str(n), f"{amount:,.2f}")
         console.print(t)
@@ -125,15 +159,23 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
         console.print(t)
 
         rows = quarantine_rows(conn, last)
-        t = _table(f"Quarantined rows on {last} ({len(rows)}): never billed, fix them in the billing database",
-                   "row", "reason")
+        t = _table(
+            f"Quarantined rows on {last} ({len(rows)}): never billed, fix them in the billing database", "row", "reason"
+        )
         for table, rid, reason in rows:
             t.add_row(f"{table} {rid}", reason)
         t.columns[1].justify = "left"
         console.print(t)
 
-        t = _table(f"Active-user report {last}", "location", "members", "active", "suspended",
-                   "suspended w/ portal", "contacts")
+        t = _table(
+            f"Active-user report {last}",
+            "location",
+            "members",
+            "active",
+            "suspended",
+            "suspended w/ portal",
+            "contacts",
+        )
         for lid, name, m, a, su, sp, c in active_users(conn, last):
             t.add_row(f"{lid} {name or '?'}", str(m), str(a), str(su), str(sp), str(c))
         console.print(t)
@@ -147,11 +189,26 @@ def print_corrections(conn, first: date, last: date, console: Console) -> None:
     rows = credit_notes(conn, first, last)
     if not rows:
         return
-    t = _table("Corrections: credit notes and the corrective invoices that replace them", "credit note", "credits",
-               "date", "customer", "total", "corrective", "new total")
+    t = _table(
+        "Corrections: credit notes and the corrective invoices that replace them",
+        "credit note",
+        "credits",
+        "date",
+        "customer",
+        "total",
+        "corrective",
+        "new total",
+    )
     for number, credited, day, customer, currency, total, corrective, new_total in rows:
-        t.add_row(number, credited, str(day)[:10], str(customer), f"{currency} {total:,.2f}",
-                  corrective or "(nothing to bill)", f"{currency} {new_total:,.2f}" if new_total is not None else "")
+        t.add_row(
+            number,
+            credited,
+            str(day)[:10],
+            str(customer),
+            f"{currency} {total:,.2f}",
+            corrective or "(nothing to bill)",
+            f"{currency} {new_total:,.2f}" if new_total is not None else "",
+        )
     console.print(t)
 
 
@@ -178,6 +235,8 @@ def reconciliation(conn, billing_date: date) -> str | None:
     r = counts(conn, billing_date)
     if r is None:
         return None
-    return (f"Reconciliation {billing_date}: {r['owed']} contracts with owed periods = {r['invoiced']} invoiced "
-            f"+ {r['skipped']} skipped + {r['quarantined']} quarantined + {r['billed_later']} billed on later dates: "
-            f"{'[green]OK[/]' if r['ok'] else '[red]MISMATCH[/]'}")
+    return (
+        f"Reconciliation {billing_date}: {r['owed']} contracts with owed periods = {r['invoiced']} invoiced "
+        f"+ {r['skipped']} skipped + {r['quarantined']} quarantined + {r['billed_later']} billed on later dates: "
+        f"{'[green]OK[/]' if r['ok'] else '[red]MISMATCH[/]'}"
+    )

@@ -55,11 +55,15 @@ def check_manual(action: str, customer: CustomerView, at: datetime) -> None:
     if not customer.exists:
         raise EventRefused(f"customer {cid} does not exist (or is quarantined): check the id")
     if customer.archived_at is not None and customer.archived_at <= at:
-        raise EventRefused(f"customer {cid} was archived at {customer.archived_at:%Y-%m-%d %H:%M:%S} UTC: "
-                           "archived customers are not invoiced, so there is nothing to suspend or lift")
+        raise EventRefused(
+            f"customer {cid} was archived at {customer.archived_at:%Y-%m-%d %H:%M:%S} UTC: "
+            "archived customers are not invoiced, so there is nothing to suspend or lift"
+        )
     if customer.latest_event_at is not None and at < customer.latest_event_at:
-        raise EventRefused(f"--at {at:%Y-%m-%d %H:%M:%S} is earlier than customer {cid}'s latest event "
-                           f"({customer.latest_event_at:%Y-%m-%d %H:%M:%S} UTC): events are appended in time order")
+        raise EventRefused(
+            f"--at {at:%Y-%m-%d %H:%M:%S} is earlier than customer {cid}'s latest event "
+            f"({customer.latest_event_at:%Y-%m-%d %H:%M:%S} UTC): events are appended in time order"
+        )
     if action == "suspend" and customer.suspended:
         raise EventRefused(f"customer {cid} is already suspended at {at:%Y-%m-%d %H:%M:%S} UTC: nothing to do")
     if action == "lift" and not customer.suspended:

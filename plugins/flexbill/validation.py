@@ -35,117 +35,202 @@ MAX_MONTHS, MAX_WEEKS = 1200, 5218  # a plan bills at least once a century
 # The reason goes on each quarantined row; the note explains the check in the data-quality report.
 INPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
     "locations": [
-        ("ExpectColumnValuesToMatchRegex", {"column": "currency", "regex": CURRENCY},
-         "currency '{currency}' is not an ISO 4217 code: set locations.currency to three capital letters",
-         "A location without a valid currency code cannot invoice: its customers are held back until it is fixed."),
-        ("ExpectColumnValuesToBeBetween", {"column": "tax_rate_e4", "min_value": 0, "max_value": 10000},
-         "tax_rate {tax_rate} is outside 0..1: set locations.tax_rate (0.2000 means 20 %)",
-         "A tax rate outside 0-100 % would put wrong tax on every invoice of the location: the location is held back."),
+        (
+            "ExpectColumnValuesToMatchRegex",
+            {"column": "currency", "regex": CURRENCY},
+            "currency '{currency}' is not an ISO 4217 code: set locations.currency to three capital letters",
+            "A location without a valid currency code cannot invoice: its customers are held back until it is fixed.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "tax_rate_e4", "min_value": 0, "max_value": 10000},
+            "tax_rate {tax_rate} is outside 0..1: set locations.tax_rate (0.2000 means 20 %)",
+            "A tax rate outside 0-100 % would put wrong tax on every invoice of the location: the location is held back.",
+        ),
     ],
     "plans": [
-        ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
-         "location {location_id} does not exist: fix plans.location_id or add the location",
-         "A plan that belongs to no location has no currency or tax rate: it is not billed."),
-        ("ExpectColumnValuesToBeBetween", {"column": "price_cents", "min_value": 0},
-         "price {price} is negative: set plans.price to 0 or more",
-         "A negative plan price would credit customers: contracts on it are not billed."),
-        ("ExpectColumnPairValuesToBeEqual",
-         {"column_A": "currency", "column_B": "location_currency", "ignore_row_if": "either_value_is_missing"},
-         "currency {currency} differs from its location's {location_currency}: set plans.currency to {location_currency}",
-         "A plan priced in another currency than its location would invoice in the wrong currency: it is not billed."),
-        ("ExpectColumnValuesToBeBetween", {"column": "invoice_every_months", "max_value": MAX_MONTHS},
-         "invoice_every_months={invoice_every_months} is absurd: a plan bills at least once every "
-         f"{MAX_MONTHS} months; correct plans.invoice_every_months",
-         "A billing step of more than a century is a data-entry error: the plan is held back."),
-        ("ExpectColumnValuesToBeBetween", {"column": "invoice_every_weeks", "max_value": MAX_WEEKS},
-         "invoice_every_weeks={invoice_every_weeks} is absurd: a plan bills at least once every "
-         f"{MAX_WEEKS} weeks; correct plans.invoice_every_weeks",
-         "A billing step of more than a century is a data-entry error: the plan is held back."),
-        ("ExpectColumnValuesToBeInSet", {"column": "positive_steps", "value_set": [1]},
-         "invoice_every_months={invoice_every_months} and invoice_every_weeks={invoice_every_weeks}: "
-         "exactly one of them must be greater than 0 and neither negative",
-         "A plan must bill either monthly or weekly, never both or neither: otherwise its periods are undefined and it is not billed."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "location_found", "value_set": [True]},
+            "location {location_id} does not exist: fix plans.location_id or add the location",
+            "A plan that belongs to no location has no currency or tax rate: it is not billed.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "price_cents", "min_value": 0},
+            "price {price} is negative: set plans.price to 0 or more",
+            "A negative plan price would credit customers: contracts on it are not billed.",
+        ),
+        (
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "currency", "column_B": "location_currency", "ignore_row_if": "either_value_is_missing"},
+            "currency {currency} differs from its location's {location_currency}: set plans.currency to {location_currency}",
+            "A plan priced in another currency than its location would invoice in the wrong currency: it is not billed.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "invoice_every_months", "max_value": MAX_MONTHS},
+            "invoice_every_months={invoice_every_months} is absurd: a plan bills at least once every "
+            f"{MAX_MONTHS} months; correct plans.invoice_every_months",
+            "A billing step of more than a century is a data-entry error: the plan is held back.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "invoice_every_weeks", "max_value": MAX_WEEKS},
+            "invoice_every_weeks={invoice_every_weeks} is absurd: a plan bills at least once every "
+            f"{MAX_WEEKS} weeks; correct plans.invoice_every_weeks",
+            "A billing step of more than a century is a data-entry error: the plan is held back.",
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "positive_steps", "value_set": [1]},
+            "invoice_every_months={invoice_every_months} and invoice_every_weeks={invoice_every_weeks}: "
+            "exactly one of them must be greater than 0 and neither negative",
+            "A plan must bill either monthly or weekly, never both or neither: otherwise its periods are undefined and it is not billed.",
+        ),
     ],
     "customers": [
-        ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
-         "location {location_id} does not exist: fix customers.location_id or add the location",
-         "A customer of an unknown location has no currency or tax rate: not billed."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "location_found", "value_set": [True]},
+            "location {location_id} does not exist: fix customers.location_id or add the location",
+            "A customer of an unknown location has no currency or tax rate: not billed.",
+        ),
     ],
     "contracts": [
-        ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
-         "customer {customer_id} does not exist: fix contracts.customer_id or add the customer",
-         "A contract of an unknown customer has nobody to invoice: not billed."),
-        ("ExpectColumnValuesToBeInSet", {"column": "plan_found", "value_set": [True]},
-         "plan {plan_id} does not exist: fix contracts.plan_id or add the plan",
-         "A contract on an unknown plan has no price or period: not billed."),
-        ("ExpectColumnValuesToBeBetween", {"column": "quantity", "min_value": 1},
-         "quantity {quantity} is not positive: set contracts.quantity to 1 or more",
-         "A quantity of zero or less would invoice nothing or a credit: the contract is held back."),
-        ("ExpectColumnValuesToBeBetween", {"column": "price_cents", "min_value": 0},
-         "price {price} is negative: set contracts.price to 0 or more, or to null for the plan's price",
-         "A negative contract price would credit the customer: the contract is held back."),
-        ("ExpectColumnPairValuesToBeEqual",
-         {"column_A": "plan_currency", "column_B": "customer_currency", "ignore_row_if": "either_value_is_missing"},
-         "plan {plan_id} bills in {plan_currency} but the customer's location bills in {customer_currency}: "
-         "move the contract to a {customer_currency} plan",
-         "The contract's plan bills in another currency than the customer's location: invoicing it would mix currencies."),
-        ("ExpectColumnValuesToBeBetween", {"column": "period_cents", "max_value": MAX_PERIOD_CENTS},
-         "price {unit_price} x quantity {quantity} = {period_amount} per period is beyond what flexbill bills "
-         f"({MAX_PERIOD_CENTS // 100:,} per period): correct contracts.price or contracts.quantity",
-         "An amount this large is a data-entry error and could not be taxed exactly: the contract is held back."),
-        ("ExpectColumnValuesToBeBetween", {"column": "billing_day", "min_value": 1, "max_value": 28},
-         "billing_day {billing_day} is outside 1..28: set contracts.billing_day to 1..28 or null for the anniversary",
-         "A billing day outside 1-28 does not exist in every month: the contract is held back."),
-        ("ExpectColumnValuesToBeNull", {"column": "weekly_billing_day"},
-         "billing_day {billing_day} is set on weekly plan {plan_id}: set contracts.billing_day to null",
-         "A billing day only applies to monthly plans: the weekly contract is held back until it is cleared."),
-        ("ExpectColumnPairValuesAToBeGreaterThanB",
-         {"column_A": "cancellation_date", "column_B": "start_date", "or_equal": True,
-          "ignore_row_if": "either_value_is_missing"},
-         "cancellation_date {cancellation_date} is before start_date {start_date}: correct one of them",
-         "A contract cancelled before it starts has no valid billing period: it is held back."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "customer_found", "value_set": [True]},
+            "customer {customer_id} does not exist: fix contracts.customer_id or add the customer",
+            "A contract of an unknown customer has nobody to invoice: not billed.",
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "plan_found", "value_set": [True]},
+            "plan {plan_id} does not exist: fix contracts.plan_id or add the plan",
+            "A contract on an unknown plan has no price or period: not billed.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "quantity", "min_value": 1},
+            "quantity {quantity} is not positive: set contracts.quantity to 1 or more",
+            "A quantity of zero or less would invoice nothing or a credit: the contract is held back.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "price_cents", "min_value": 0},
+            "price {price} is negative: set contracts.price to 0 or more, or to null for the plan's price",
+            "A negative contract price would credit the customer: the contract is held back.",
+        ),
+        (
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "plan_currency", "column_B": "customer_currency", "ignore_row_if": "either_value_is_missing"},
+            "plan {plan_id} bills in {plan_currency} but the customer's location bills in {customer_currency}: "
+            "move the contract to a {customer_currency} plan",
+            "The contract's plan bills in another currency than the customer's location: invoicing it would mix currencies.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "period_cents", "max_value": MAX_PERIOD_CENTS},
+            "price {unit_price} x quantity {quantity} = {period_amount} per period is beyond what flexbill bills "
+            f"({MAX_PERIOD_CENTS // 100:,} per period): correct contracts.price or contracts.quantity",
+            "An amount this large is a data-entry error and could not be taxed exactly: the contract is held back.",
+        ),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "billing_day", "min_value": 1, "max_value": 28},
+            "billing_day {billing_day} is outside 1..28: set contracts.billing_day to 1..28 or null for the anniversary",
+            "A billing day outside 1-28 does not exist in every month: the contract is held back.",
+        ),
+        (
+            "ExpectColumnValuesToBeNull",
+            {"column": "weekly_billing_day"},
+            "billing_day {billing_day} is set on weekly plan {plan_id}: set contracts.billing_day to null",
+            "A billing day only applies to monthly plans: the weekly contract is held back until it is cleared.",
+        ),
+        (
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {
+                "column_A": "cancellation_date",
+                "column_B": "start_date",
+                "or_equal": True,
+                "ignore_row_if": "either_value_is_missing",
+            },
+            "cancellation_date {cancellation_date} is before start_date {start_date}: correct one of them",
+            "A contract cancelled before it starts has no valid billing period: it is held back.",
+        ),
     ],
     "suspension_events": [
-        ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
-         "customer {customer_id} does not exist: fix suspension_events.customer_id",
-         "A suspension of an unknown customer changes nobody's invoices: it is ignored until fixed."),
-        ("ExpectColumnValuesToBeInSet", {"column": "action", "value_set": ACTIONS},
-         "action '{action}' is unknown: it must be 'suspend' or 'lift'",
-         "A suspension event must suspend or lift; anything else is ignored until fixed."),
-        ("ExpectColumnValuesToBeInSet", {"column": "source", "value_set": SOURCES},
-         "source '{source}' is unknown: it must be manual, signup, plan or crm_stage",
-         "A suspension must come from an admin or an automatic rule; anything else is ignored until fixed."),
-        ("ExpectColumnValuesToBeInSet", {"column": "lift_source", "value_set": ["manual"]},
-         "a lift with source '{source}': only a manual lift ends a suspension; record lifts with `flexbill lift`",
-         "Only an admin can lift a suspension: an automatic lift is ignored, so the customer stays suspended."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "customer_found", "value_set": [True]},
+            "customer {customer_id} does not exist: fix suspension_events.customer_id",
+            "A suspension of an unknown customer changes nobody's invoices: it is ignored until fixed.",
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "action", "value_set": ACTIONS},
+            "action '{action}' is unknown: it must be 'suspend' or 'lift'",
+            "A suspension event must suspend or lift; anything else is ignored until fixed.",
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "source", "value_set": SOURCES},
+            "source '{source}' is unknown: it must be manual, signup, plan or crm_stage",
+            "A suspension must come from an admin or an automatic rule; anything else is ignored until fixed.",
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "lift_source", "value_set": ["manual"]},
+            "a lift with source '{source}': only a manual lift ends a suspension; record lifts with `flexbill lift`",
+            "Only an admin can lift a suspension: an automatic lift is ignored, so the customer stays suspended.",
+        ),
     ],
     "crm_boards": [
-        ("ExpectColumnValuesToBeInSet", {"column": "location_found", "value_set": [True]},
-         "location {location_id} does not exist: fix crm_boards.location_id",
-         "A CRM board of an unknown location cannot suspend anyone."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "location_found", "value_set": [True]},
+            "location {location_id} does not exist: fix crm_boards.location_id",
+            "A CRM board of an unknown location cannot suspend anyone.",
+        ),
     ],
     "crm_stages": [
-        ("ExpectColumnValuesToBeInSet", {"column": "board_found", "value_set": [True]},
-         "board {board_id} does not exist: fix crm_stages.board_id",
-         "A CRM stage of an unknown board cannot suspend anyone."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "board_found", "value_set": [True]},
+            "board {board_id} does not exist: fix crm_stages.board_id",
+            "A CRM stage of an unknown board cannot suspend anyone.",
+        ),
     ],
     "crm_stage_entries": [
-        ("ExpectColumnValuesToBeInSet", {"column": "customer_found", "value_set": [True]},
-         "customer {customer_id} does not exist: fix crm_stage_entries.customer_id",
-         "A CRM entry of an unknown customer cannot suspend anyone."),
-        ("ExpectColumnValuesToBeInSet", {"column": "stage_found", "value_set": [True]},
-         "stage {stage_id} does not exist: fix crm_stage_entries.stage_id",
-         "A CRM entry in an unknown stage cannot suspend anyone."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "customer_found", "value_set": [True]},
+            "customer {customer_id} does not exist: fix crm_stage_entries.customer_id",
+            "A CRM entry of an unknown customer cannot suspend anyone.",
+        ),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "stage_found", "value_set": [True]},
+            "stage {stage_id} does not exist: fix crm_stage_entries.stage_id",
+            "A CRM entry in an unknown stage cannot suspend anyone.",
+        ),
     ],
 }
 
 # An operator database without keys may repeat an id. Unlike the rules above, this one reads other rows,
 # so it never goes through the per-row verdict cache: check_inputs runs it on the whole table every time.
 UNIQUE_ID_RULES = {
-    table: [("ExpectColumnValuesToBeUnique", {"column": "id"},
-             f"id {{id}} appears more than once in {table}: give each row its own id",
-             "Two rows with one id cannot be told apart: every row with that id is held back.")]
-    for table in INPUT_RULES}
+    table: [
+        (
+            "ExpectColumnValuesToBeUnique",
+            {"column": "id"},
+            f"id {{id}} appears more than once in {table}: give each row its own id",
+            "Two rows with one id cannot be told apart: every row with that id is held back.",
+        )
+    ]
+    for table in INPUT_RULES
+}
 
 # (table, column holding the parent id, parent table)
 DEPENDENCIES = [
@@ -160,39 +245,66 @@ DEPENDENCIES = [
 
 OUTPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
     "invoice_lines": [
-        ("ExpectColumnValuesToBeBetween", {"column": "amount_cents", "min_value": 0},
-         "a line amount is negative",
-         "No invoice line may be a credit: a negative amount blocks the whole run."),
-        ("ExpectColumnPairValuesAToBeGreaterThanB",
-         {"column_A": "full_cents", "column_B": "amount_cents", "or_equal": True},
-         "a line amount exceeds a full period's price x quantity",
-         "A line can never charge more than a full period: a larger amount blocks the run."),
-        ("ExpectColumnPairValuesAToBeGreaterThanB", {"column_A": "period_end", "column_B": "period_start"},
-         "a line's period is empty or reversed",
-         "Every line covers at least one day: an empty period blocks the run."),
-        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["contract_id", "period_start"]},
-         "a period is invoiced twice",
-         "Each billing period is invoiced once: a duplicate blocks the run."),
+        (
+            "ExpectColumnValuesToBeBetween",
+            {"column": "amount_cents", "min_value": 0},
+            "a line amount is negative",
+            "No invoice line may be a credit: a negative amount blocks the whole run.",
+        ),
+        (
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {"column_A": "full_cents", "column_B": "amount_cents", "or_equal": True},
+            "a line amount exceeds a full period's price x quantity",
+            "A line can never charge more than a full period: a larger amount blocks the run.",
+        ),
+        (
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {"column_A": "period_end", "column_B": "period_start"},
+            "a line's period is empty or reversed",
+            "Every line covers at least one day: an empty period blocks the run.",
+        ),
+        (
+            "ExpectCompoundColumnsToBeUnique",
+            {"column_list": ["contract_id", "period_start"]},
+            "a period is invoiced twice",
+            "Each billing period is invoiced once: a duplicate blocks the run.",
+        ),
     ],
     "invoices": [
-        ("ExpectColumnPairValuesToBeEqual", {"column_A": "currency", "column_B": "location_currency"},
-         "an invoice is not in its location's currency",
-         "Every invoice is in its location's currency: one in another currency blocks the run."),
-        ("ExpectColumnPairValuesToBeEqual", {"column_A": "subtotal_cents", "column_B": "lines_cents"},
-         "an invoice subtotal differs from the sum of its lines",
-         "An invoice subtotal must equal the sum of its lines."),
-        ("ExpectColumnPairValuesToBeEqual", {"column_A": "total_cents", "column_B": "subtotal_plus_tax"},
-         "an invoice total differs from subtotal + tax",
-         "An invoice total must equal subtotal plus tax."),
+        (
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "currency", "column_B": "location_currency"},
+            "an invoice is not in its location's currency",
+            "Every invoice is in its location's currency: one in another currency blocks the run.",
+        ),
+        (
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "subtotal_cents", "column_B": "lines_cents"},
+            "an invoice subtotal differs from the sum of its lines",
+            "An invoice subtotal must equal the sum of its lines.",
+        ),
+        (
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "total_cents", "column_B": "subtotal_plus_tax"},
+            "an invoice total differs from subtotal + tax",
+            "An invoice total must equal subtotal plus tax.",
+        ),
     ],
     "skipped_contracts": [
-        ("ExpectColumnValuesToBeInSet", {"column": "reason", "value_set": SKIP_REASONS}, "a skip reason is unknown",
-         "Every skipped contract is skipped because its customer is suspended or archived."),
+        (
+            "ExpectColumnValuesToBeInSet",
+            {"column": "reason", "value_set": SKIP_REASONS},
+            "a skip reason is unknown",
+            "Every skipped contract is skipped because its customer is suspended or archived.",
+        ),
     ],
     "active_user_report": [
-        ("ExpectColumnPairValuesToBeEqual", {"column_A": "members", "column_B": "active_plus_suspended"},
-         "members differ from active + suspended",
-         "Every member is either active or suspended."),
+        (
+            "ExpectColumnPairValuesToBeEqual",
+            {"column_A": "members", "column_B": "active_plus_suspended"},
+            "members differ from active + suspended",
+            "Every member is either active or suspended.",
+        ),
     ],
 }
 
@@ -200,7 +312,7 @@ OUTPUT_RULES: dict[str, list[tuple[str, dict, str, str]]] = {
 class _Gx:
     """One ephemeral GX context per process, with a dataframe asset per checked table."""
 
-    _instance: "_Gx | None" = None
+    _instance: _Gx | None = None
 
     def __init__(self) -> None:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -219,7 +331,7 @@ class _Gx:
         self.suites: dict[str, object] = {}
 
     @classmethod
-    def get(cls) -> "_Gx":
+    def get(cls) -> _Gx:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance
@@ -228,8 +340,9 @@ class _Gx:
         if name not in self.suites:
             expectations = []
             for kind, kwargs, note, finance in rules:
-                expectations.append(getattr(self.gx.expectations, kind)(
-                    **kwargs, meta={"reason": note, "finance": finance}))
+                expectations.append(
+                    getattr(self.gx.expectations, kind)(**kwargs, meta={"reason": note, "finance": finance})
+                )
             self.suites[name] = self.gx.ExpectationSuite(name=name, expectations=expectations)
         return self.suites[name]
 
@@ -238,15 +351,21 @@ class _Gx:
             asset = self.source.add_dataframe_asset(name)
             self.batches[name] = asset.add_batch_definition_whole_dataframe(name)
         batch = self.batches[name].get_batch(batch_parameters={"dataframe": frame})
-        return batch.validate(self.suite(f"flexbill.{name}.v{SUITE_VERSION}", rules),
-                              result_format={"result_format": result_format, "return_unexpected_index_query": False,
-                                             "exclude_unexpected_values": True, "partial_unexpected_count": 0})
+        return batch.validate(
+            self.suite(f"flexbill.{name}.v{SUITE_VERSION}", rules),
+            result_format={
+                "result_format": result_format,
+                "return_unexpected_index_query": False,
+                "exclude_unexpected_values": True,
+                "partial_unexpected_count": 0,
+            },
+        )
 
 
 @dataclass
 class InputVerdict:
     valid: dict  # table -> DataFrame of rows that may be billed
-    quarantine: "object"  # DataFrame: source_table, row_id, reason
+    quarantine: object  # DataFrame: source_table, row_id, reason
 
 
 class _Formatter(string.Formatter):
@@ -293,11 +412,16 @@ def _check_frames(src: dict) -> dict:
 
     from .frames import lookup
 
-    frames = {"locations": src["locations"].assign(
-        tax_rate=src["locations"]["tax_rate_e4"].map(lambda v: None if v is None or v != v else int(v) / 10000))}
+    frames = {
+        "locations": src["locations"].assign(
+            tax_rate=src["locations"]["tax_rate_e4"].map(lambda v: None if v is None or v != v else int(v) / 10000)
+        )
+    }
 
     plans = src["plans"]
-    steps = (plans["invoice_every_months"].fillna(-1) > 0).astype(int) + (plans["invoice_every_weeks"].fillna(-1) > 0).astype(int)
+    steps = (plans["invoice_every_months"].fillna(-1) > 0).astype(int) + (
+        plans["invoice_every_weeks"].fillna(-1) > 0
+    ).astype(int)
     negative = (plans["invoice_every_months"].fillna(0) < 0) | (plans["invoice_every_weeks"].fillna(0) < 0)
     frames["plans"] = plans.assign(
         location_found=plans["location_id"].isin(ids("locations")),
@@ -310,10 +434,13 @@ def _check_frames(src: dict) -> dict:
     contracts = src["contracts"]
     weekly = lookup(contracts["plan_id"], plans, "invoice_every_weeks").fillna(0) > 0
     customer_location = lookup(contracts["customer_id"], customers, "location_id")
-    unit = contracts["price_cents"].where(contracts["price_cents"].notna(),
-                                          lookup(contracts["plan_id"], plans, "price_cents"))
-    period = [None if pd.isna(u) or pd.isna(q) else int(u) * int(q)  # Python ints: no overflow
-              for u, q in zip(unit.tolist(), contracts["quantity"].tolist())]
+    unit = contracts["price_cents"].where(
+        contracts["price_cents"].notna(), lookup(contracts["plan_id"], plans, "price_cents")
+    )
+    period = [
+        None if pd.isna(u) or pd.isna(q) else int(u) * int(q)  # Python ints: no overflow
+        for u, q in zip(unit.tolist(), contracts["quantity"].tolist())
+    ]
     frames["contracts"] = contracts.assign(
         period_cents=pd.Series(period, index=contracts.index, dtype=object),
         unit_cents=unit,
@@ -328,7 +455,9 @@ def _check_frames(src: dict) -> dict:
         customer_found=events["customer_id"].isin(ids("customers")),
         lift_source=events["source"].where(events["action"] == "lift"),
     )
-    frames["crm_boards"] = src["crm_boards"].assign(location_found=src["crm_boards"]["location_id"].isin(ids("locations")))
+    frames["crm_boards"] = src["crm_boards"].assign(
+        location_found=src["crm_boards"]["location_id"].isin(ids("locations"))
+    )
     frames["crm_stages"] = src["crm_stages"].assign(board_found=src["crm_stages"]["board_id"].isin(ids("crm_boards")))
     entries = src["crm_stage_entries"]
     frames["crm_stage_entries"] = entries.assign(
@@ -340,9 +469,12 @@ def _check_frames(src: dict) -> dict:
     return frames
 
 
-REQUIRED_RULE = ("ExpectColumnValuesToBeNull", {"column": "missing_required"},
-                 "{missing_required}: set a valid value",
-                 "A row with a required value missing or unreadable cannot be billed safely: it is held back.")
+REQUIRED_RULE = (
+    "ExpectColumnValuesToBeNull",
+    {"column": "missing_required"},
+    "{missing_required}: set a valid value",
+    "A row with a required value missing or unreadable cannot be billed safely: it is held back.",
+)
 
 
 def _missing_required(name: str, frame):
@@ -450,8 +582,9 @@ def check_inputs(src: dict) -> InputVerdict:
     for name, frame in src.items():  # a row without an id cannot be named, billed or quarantined by id
         no_id = frame["id"].isna()
         if no_id.any():
-            reasons[(name, NO_ID)].append(f"{int(no_id.sum())} row(s) of {name} have no id: give every row an id "
-                                          f"(listed here as row {NO_ID})")
+            reasons[(name, NO_ID)].append(
+                f"{int(no_id.sum())} row(s) of {name} have no id: give every row an id (listed here as row {NO_ID})"
+            )
             src[name] = frame[~no_id].reset_index(drop=True)
     frames = _check_frames(src)
     for name, frame in frames.items():
@@ -461,7 +594,8 @@ def check_inputs(src: dict) -> InputVerdict:
             for res in result.results:
                 for position in res.result.get("unexpected_index_list") or []:
                     found.setdefault(int(position), []).append(
-                        _FORMAT.format(UNIQUE_ID_RULES[name][0][2], id=frame.at[int(position), "id"]))
+                        _FORMAT.format(UNIQUE_ID_RULES[name][0][2], id=frame.at[int(position), "id"])
+                    )
         for position, notes in found.items():
             row_id = frame.at[position, "id"]
             for note in notes:
@@ -476,7 +610,8 @@ def check_inputs(src: dict) -> InputVerdict:
         singular = parent.rstrip("s").replace("crm_", "").replace("_entrie", " entry")
         for row_id, parent_id in zip(hit["id"].tolist(), hit[column].tolist()):
             reasons[(table, int(row_id))].append(
-                f"depends on quarantined {singular} {int(parent_id)} ({bad_parents[int(parent_id)]})")
+                f"depends on quarantined {singular} {int(parent_id)} ({bad_parents[int(parent_id)]})"
+            )
     rows = sorted((t, rid, "; ".join(notes)) for (t, rid), notes in reasons.items())
     quarantine = pd.DataFrame(rows, columns=["source_table", "row_id", "reason"])
     valid = {}
@@ -496,15 +631,24 @@ def _prefixed(name: str, kwargs: dict) -> dict:
     return out
 
 
-STACKED_OUTPUT_RULES = [(kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
-                        for name, rules in OUTPUT_RULES.items() for kind, kwargs, note, finance in rules]
+STACKED_OUTPUT_RULES = [
+    (kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
+    for name, rules in OUTPUT_RULES.items()
+    for kind, kwargs, note, finance in rules
+]
 
 
 def _rule_columns(rules) -> list[str]:
     """The columns a list of rules reads."""
-    return sorted({c for _, kwargs, _, _ in rules for k, v in kwargs.items()
-                   if k in ("column", "column_A", "column_B", "column_list")
-                   for c in (v if isinstance(v, list) else [v])})
+    return sorted(
+        {
+            c
+            for _, kwargs, _, _ in rules
+            for k, v in kwargs.items()
+            if k in ("column", "column_A", "column_B", "column_list")
+            for c in (v if isinstance(v, list) else [v])
+        }
+    )
 
 
 def _stack(frames: dict, rules_by_table: dict | None = None):
@@ -537,15 +681,20 @@ def _with_all_columns(stacked, rules):
     return stacked
 
 
-INPUT_RULES_WITH_REQUIRED = {name: rules + UNIQUE_ID_RULES[name] + [REQUIRED_RULE] for name, rules in INPUT_RULES.items()}
-STACKED_INPUT_RULES = [(kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
-                       for name, rules in INPUT_RULES_WITH_REQUIRED.items() for kind, kwargs, note, finance in rules]
+INPUT_RULES_WITH_REQUIRED = {
+    name: rules + UNIQUE_ID_RULES[name] + [REQUIRED_RULE] for name, rules in INPUT_RULES.items()
+}
+STACKED_INPUT_RULES = [
+    (kind, _prefixed(name, kwargs), f"{name}: {note}", finance)
+    for name, rules in INPUT_RULES_WITH_REQUIRED.items()
+    for kind, kwargs, note, finance in rules
+]
 SUITES = {"flexbill_inputs": STACKED_INPUT_RULES, "flexbill_outputs": STACKED_OUTPUT_RULES}
 SUITE_NOTES = {
     "flexbill_inputs": "Checks on the operator's billing database, as of the run's cutoff. A row that fails is "
-                       "quarantined: never billed, listed in the report with what to fix.",
+    "quarantined: never billed, listed in the report with what to fix.",
     "flexbill_outputs": "Checks on the invoices, skips and active-user report a run is about to publish. "
-                        "Any failure blocks the run: nothing is published.",
+    "Any failure blocks the run: nothing is published.",
 }
 
 
@@ -566,9 +715,13 @@ def suite_json(name: str) -> dict:
     """The suite as GX serializes it: what include/gx/expectations/<name>.json holds."""
     gx = _Gx.get().gx
     suite = gx.ExpectationSuite(
-        name=name, meta={"flexbill_version": SUITE_VERSION, "notes": SUITE_NOTES[name]},
-        expectations=[getattr(gx.expectations, kind)(**kwargs, meta={"reason": note, "finance": finance})
-                      for kind, kwargs, note, finance in SUITES[name]])
+        name=name,
+        meta={"flexbill_version": SUITE_VERSION, "notes": SUITE_NOTES[name]},
+        expectations=[
+            getattr(gx.expectations, kind)(**kwargs, meta={"reason": note, "finance": finance})
+            for kind, kwargs, note, finance in SUITES[name]
+        ],
+    )
     out = suite.to_json_dict()
     out.pop("id", None)
     for e in out.get("expectations", []):
@@ -592,6 +745,7 @@ def check_outputs(frames: dict) -> None:
             count = res.result.get("unexpected_count")
             problems.append(res.expectation_config.meta["reason"] + (f" ({count} rows)" if count else ""))
     raise OutputRejected(
-        "output validation failed, nothing was published: " + "; ".join(problems)
+        "output validation failed, nothing was published: "
+        + "; ".join(problems)
         + ". This is a flexbill defect or a tampered staging result: keep the database as it is and report it."
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import email
 import json
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email import policy
 
 import pytest
@@ -55,9 +55,22 @@ def sink():
 @pytest.fixture
 def alerting(sink, monkeypatch, tmp_path):
     monkeypatch.setenv("FLEXBILL_ALERT_EMAILS", "billing-ops@op.example, finance@op.example")
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": sink.port,
-        "extra": {"from_email": "flexbill@op.example", "disable_ssl": True, "disable_tls": True, "retry_limit": 0}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": sink.port,
+                "extra": {
+                    "from_email": "flexbill@op.example",
+                    "disable_ssl": True,
+                    "disable_tls": True,
+                    "retry_limit": 0,
+                },
+            }
+        ),
+    )
     monkeypatch.setenv("FLEXBILL_REPORT_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("FLEXBILL_GX_DIR", str(tmp_path / "gx"))
     return sink
@@ -68,12 +81,13 @@ def _with_password(url: str) -> str:
 
 
 def _run(dag, d):
-    logical = datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    logical = datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     return dag.test(logical_date=logical)
 
 
-def test_a_task_failing_for_good_emails_the_date_the_reason_and_the_report(airflow_db, dagbag, db_url, alerting,
-                                                                           monkeypatch, tmp_path):
+def test_a_task_failing_for_good_emails_the_date_the_reason_and_the_report(
+    airflow_db, dagbag, db_url, alerting, monkeypatch, tmp_path
+):
     _operator(db_url)
     monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(_with_password(db_url)))
     monkeypatch.setenv("FLEXBILL_GRACE_DAYS", "two")  # the finalize task cannot read it: bad input, not retried
@@ -89,8 +103,9 @@ def test_a_task_failing_for_good_emails_the_date_the_reason_and_the_report(airfl
     assert PASSWORD not in text
 
 
-def test_a_blocked_output_gate_emails_at_once_without_retries(airflow_db, dagbag, db_url, alerting, monkeypatch,
-                                                              tmp_path):
+def test_a_blocked_output_gate_emails_at_once_without_retries(
+    airflow_db, dagbag, db_url, alerting, monkeypatch, tmp_path
+):
     _operator(db_url)
     monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(_with_password(db_url)))
 

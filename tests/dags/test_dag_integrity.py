@@ -47,8 +47,7 @@ def test_parsing_touches_no_database_and_is_fast(path):
     try:
         spec = importlib.util.spec_from_file_location(f"dagfile_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        with mock.patch("airflow.sdk.BaseHook.get_connection", refuse), \
-                mock.patch("sqlalchemy.create_engine", refuse):
+        with mock.patch("airflow.sdk.BaseHook.get_connection", refuse), mock.patch("sqlalchemy.create_engine", refuse):
             started = time.perf_counter()
             spec.loader.exec_module(module)
             elapsed = time.perf_counter() - started
@@ -58,8 +57,15 @@ def test_parsing_touches_no_database_and_is_fast(path):
             sys.modules.pop(name)
         sys.modules.update(loaded)
     assert elapsed < 2.0, f"{path.name} took {elapsed:.2f}s to parse"
-    heavy = {"flexbill.steps", "flexbill.runner", "flexbill.publishing", "flexbill.staging", "flexbill.validation",
-             "flexbill.billing", "flexbill.db.connect"}
+    heavy = {
+        "flexbill.steps",
+        "flexbill.runner",
+        "flexbill.publishing",
+        "flexbill.staging",
+        "flexbill.validation",
+        "flexbill.billing",
+        "flexbill.db.connect",
+    }
     assert not heavy & imported, "a DAG file imported the engine at parse time"
 
 
@@ -122,11 +128,16 @@ def test_dag_tasks_dispatch_by_function_not_by_name(path):
     import ast
 
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                isinstance(node.func.value, ast.Name) and node.func.value.id == "steps":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "steps"
+        ):
             assert hasattr(airflow_steps, node.func.attr), f"{path.name}: steps.{node.func.attr} does not exist"
-            assert not (node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)), \
+            assert not (node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)), (
                 f"{path.name}:{node.lineno}: steps.{node.func.attr}({node.args[0].value!r}, ...) dispatches by name"
+            )
 
 
 def test_each_billing_task_has_an_airflow_steps_function_of_its_name(dagbag):

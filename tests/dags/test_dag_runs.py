@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -40,20 +40,33 @@ def _outputs(engine) -> dict:
             clock = DOCUMENT_CLOCK.get(table.name, set())  # when, not what: the two runs happen at other instants
             rows = [{k: v for k, v in r._mapping.items() if k not in clock} for r in conn.execute(select(table))]
             out[table.name] = sorted(rows, key=lambda r: tuple(r[k] for k in key))
-        events = conn.execute(select(s.suspension_events.c.customer_id, s.suspension_events.c.occurred_at,
-                                     s.suspension_events.c.action, s.suspension_events.c.source,
-                                     s.suspension_events.c.trigger_key)).all()
+        events = conn.execute(
+            select(
+                s.suspension_events.c.customer_id,
+                s.suspension_events.c.occurred_at,
+                s.suspension_events.c.action,
+                s.suspension_events.c.source,
+                s.suspension_events.c.trigger_key,
+            )
+        ).all()
         out["suspension_events"] = sorted(tuple(e) for e in events)
-        runs = conn.execute(select(s.billing_runs.c.billing_date, s.billing_runs.c.status,
-                                   s.billing_runs.c.contracts_owed, s.billing_runs.c.contracts_invoiced,
-                                   s.billing_runs.c.contracts_skipped, s.billing_runs.c.invoices)).all()
+        runs = conn.execute(
+            select(
+                s.billing_runs.c.billing_date,
+                s.billing_runs.c.status,
+                s.billing_runs.c.contracts_owed,
+                s.billing_runs.c.contracts_invoiced,
+                s.billing_runs.c.contracts_skipped,
+                s.billing_runs.c.invoices,
+            )
+        ).all()
         out["billing_runs"] = sorted(tuple(r) for r in runs)
     return out
 
 
 def _dag_test(dag, billing_date: date, **kwargs):
     """`airflow dags test flexbill_billing <D+1>` bills D: a manual run's interval is [L-1, L)."""
-    logical = datetime.combine(billing_date + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    logical = datetime.combine(billing_date + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     return dag.test(logical_date=logical, **kwargs)
 
 
@@ -68,7 +81,8 @@ def second_db(db_url, tmp_path):
 
 
 def test_dag_runs_equal_flexbill_backfill_and_a_middle_rerun_changes_nothing(
-        airflow_db, dagbag, db_url, second_db, monkeypatch):
+    airflow_db, dagbag, db_url, second_db, monkeypatch
+):
     dag_engine, cli_engine = _operator(db_url), _operator(second_db)
     monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(db_url))
     dag = dagbag.dags["flexbill_billing"]
@@ -94,17 +108,34 @@ def test_manual_suspension_dag_records_an_event_and_refuses_a_bad_one(airflow_db
     monkeypatch.setenv("AIRFLOW_CONN_FLEXBILL_DB", connection_json(db_url))
     dag = dagbag.dags["flexbill_manual_suspension"]
     with engine.connect() as conn:
-        customer = conn.execute(select(s.customers.c.id).where(s.customers.c.archived_at.is_(None),
-                                                               s.customers.c.location_id == 2)).scalars().first()
+        customer = (
+            conn.execute(
+                select(s.customers.c.id).where(s.customers.c.archived_at.is_(None), s.customers.c.location_id == 2)
+            )
+            .scalars()
+            .first()
+        )
         before = conn.execute(select(s.suspension_events)).all()
-    conf = {"customer_id": customer, "action": "suspend", "actor": "ana@operator.example",
-            "reason": "card declined", "at": "2026-04-02T09:30:00Z"}
+    conf = {
+        "customer_id": customer,
+        "action": "suspend",
+        "actor": "ana@operator.example",
+        "reason": "card declined",
+        "at": "2026-04-02T09:30:00Z",
+    }
     assert dag.test(run_conf=conf).state == "success"
     with engine.connect() as conn:
-        rows = conn.execute(select(s.suspension_events).where(s.suspension_events.c.customer_id == customer,
-                                                              s.suspension_events.c.source == "manual")).all()
+        rows = conn.execute(
+            select(s.suspension_events).where(
+                s.suspension_events.c.customer_id == customer, s.suspension_events.c.source == "manual"
+            )
+        ).all()
     assert [(r.action, r.actor, r.reason, r.occurred_at) for r in rows][-1] == (
-        "suspend", "ana@operator.example", "card declined", datetime(2026, 4, 2, 9, 30))
+        "suspend",
+        "ana@operator.example",
+        "card declined",
+        datetime(2026, 4, 2, 9, 30),
+    )
 
     refused = {**conf, "at": "2026-04-03T09:30:00Z"}  # suspending a suspended customer
     assert dag.test(run_conf=refused).state == "failed"
@@ -132,12 +163,13 @@ def test_a_date_without_valid_locations_still_publishes(airflow_db, dagbag, tmp_
 
 
 def test_finalize_dag_approves_as_flexbill_finalize_does_and_a_refused_approval_changes_nothing(
-        airflow_db, dagbag, db_url, second_db, monkeypatch):
+    airflow_db, dagbag, db_url, second_db, monkeypatch
+):
     """With a grace period, drafts wait for finance; the flexbill_finalize DAG (finance's approve button)
     numbers them exactly as `flexbill finalize` does; a refused approval fails the run and writes nothing."""
+    from flexbill.clock import utcnow
     from flexbill.db import dialect
     from flexbill.invoicing import finalize
-    from flexbill.clock import utcnow
 
     monkeypatch.setenv("FLEXBILL_GRACE_DAYS", "30")
     dag_engine, cli_engine = _operator(db_url), _operator(second_db)

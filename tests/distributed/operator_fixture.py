@@ -19,8 +19,8 @@ DATES = [FIRST + timedelta(days=i) for i in range(5)]  # 2026-03-31 .. 2026-04-0
 LOCATIONS = (1, 2, 3)
 
 # The data fix of the rerun scenario (only 1 April onwards is affected, see apply_fix):
-FIXED_CONTRACT, FIXED_PRICE = 104, "130.00"        # its first period starts on 1 April
-LATE_CONTRACT = 199                                 # recorded late, created_at in March
+FIXED_CONTRACT, FIXED_PRICE = 104, "130.00"  # its first period starts on 1 April
+LATE_CONTRACT = 199  # recorded late, created_at in March
 
 
 def build(url: str):
@@ -32,13 +32,13 @@ def build(url: str):
 
     # ---- location 1 (EUR): the signup setting suspends customers created from 20 March on
     op.location(1, currency="EUR", tax_rate="0.2000", keep_new_accounts_suspended_since=datetime(2026, 3, 20))
-    op.plan(11, price="100.00", location_id=1)                          # monthly
-    op.plan(12, price="25.00", location_id=1, months=0, weeks=1)        # weekly
-    op.plan(13, price="270.00", location_id=1, months=3)                # quarterly
+    op.plan(11, price="100.00", location_id=1)  # monthly
+    op.plan(12, price="25.00", location_id=1, months=0, weeks=1)  # weekly
+    op.plan(13, price="270.00", location_id=1, months=3)  # quarterly
     op.customer(101, location_id=1, created_at=t0)
-    op.contract(101, 101, 11, date(2026, 1, 31), created_at=t0)         # anniversary, clamps to month ends
+    op.contract(101, 101, 11, date(2026, 1, 31), created_at=t0)  # anniversary, clamps to month ends
     op.customer(102, location_id=1, created_at=t0)
-    op.contract(102, 102, 12, date(2026, 3, 2), created_at=t0)          # weekly backlog on the first date
+    op.contract(102, 102, 12, date(2026, 3, 2), created_at=t0)  # weekly backlog on the first date
     op.customer(103, location_id=1, created_at=t0)
     op.contract(103, 103, 13, date(2026, 1, 1), created_at=t0, quantity=2)
     op.contract(104, 103, 11, date(2026, 4, 1), billing_day=1, created_at=datetime(2026, 3, 10))
@@ -50,22 +50,21 @@ def build(url: str):
     # ---- location 2 (GBP): a plan that suspends new joiners; a manual suspension lifted on 1 April
     op.location(2, currency="GBP", tax_rate="0.2000")
     op.plan(21, price="80.00", location_id=2, currency="GBP")
-    op.plan(22, price="150.00", location_id=2, currency="GBP",
-            suspend_customers_joining_since=datetime(2026, 4, 1))
-    op.plan(23, price="40.00", location_id=2, currency="EUR")          # bad: not the location's currency
+    op.plan(22, price="150.00", location_id=2, currency="GBP", suspend_customers_joining_since=datetime(2026, 4, 1))
+    op.plan(23, price="40.00", location_id=2, currency="EUR")  # bad: not the location's currency
     op.customer(201, location_id=2, created_at=t0)
     op.contract(201, 201, 21, date(2026, 2, 15), billing_day=1, created_at=t0)
     op.customer(202, location_id=2, created_at=t0)
     op.contract(202, 202, 21, date(2026, 1, 5), created_at=t0, price="75.50")
     op.event(202, datetime(2026, 2, 20), "suspend", reason="card declined")
-    op.event(202, datetime(2026, 4, 1, 12), "lift", reason="paid")     # back-billed on 1 April
+    op.event(202, datetime(2026, 4, 1, 12), "lift", reason="paid")  # back-billed on 1 April
     op.customer(203, location_id=2, created_at=t0)
     op.contract(203, 203, 22, date(2026, 4, 1), created_at=datetime(2026, 4, 1, 10))  # plan rule, 1 April
     op.customer(204, location_id=2, created_at=t0)
-    op.contract(204, 204, 23, date(2026, 3, 1), created_at=t0)         # on the bad plan: quarantined
+    op.contract(204, 204, 23, date(2026, 3, 1), created_at=t0)  # on the bad plan: quarantined
     op.contract(205, 201, 21, date(2026, 3, 3), created_at=t0, cancellation_date=date(2026, 4, 20))
     op.customer(206, location_id=2, created_at=t0)
-    op.contract(206, 206, 21, date(2026, 3, 4), created_at=t0)          # anniversary on the 4th
+    op.contract(206, 206, 21, date(2026, 3, 4), created_at=t0)  # anniversary on the 4th
 
     # ---- location 3 (USD): a CRM stage that deactivates accounts
     op.location(3, currency="USD", tax_rate="0.0825")
@@ -80,11 +79,11 @@ def build(url: str):
     op.contract(302, 302, 32, date(2026, 3, 16), created_at=t0)
     op.customer(303, location_id=3, created_at=t0)
     op.contract(303, 303, 31, date(2026, 2, 2), created_at=t0)
-    op.entry(1, 303, 1, datetime(2026, 4, 2, 9))                          # deactivated on 2 April
+    op.entry(1, 303, 1, datetime(2026, 4, 2, 9))  # deactivated on 2 April
     op.customer(304, location_id=3, created_at=t0, portal_access=False)
     op.contract(304, 304, 31, date(2026, 4, 3), billing_day=3, created_at=datetime(2026, 3, 1), quantity=3)
     op.customer(305, location_id=3, created_at=t0)
-    op.contract(305, 305, 33, date(2026, 3, 21), created_at=t0)         # weekly: 28 March, 4 April
+    op.contract(305, 305, 33, date(2026, 3, 21), created_at=t0)  # weekly: 28 March, 4 April
     return engine
 
 

@@ -109,8 +109,15 @@ class Component:
     def __init__(self, name: str, args: list[str], env: dict, log: Path):
         self.name, self.args, self.log = name, args, log
         self._out = open(log, "ab")
-        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -147,8 +154,8 @@ class Component:
 @dataclass
 class Stack:
     home: Path
-    metadata_url: str      # postgresql://... (a fresh database)
-    billing_url: str       # the flexbill_db connection's database
+    metadata_url: str  # postgresql://... (a fresh database)
+    billing_url: str  # the flexbill_db connection's database
     workers: tuple = ("worker-a", "worker-b")
     concurrency: int = 2
     heartbeat_timeout: int = 40
@@ -172,69 +179,73 @@ class Stack:
         from flexbill.airflow_steps import connection_json
 
         sqla = self.metadata_url.replace("postgresql://", "postgresql+psycopg2://", 1)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AIRFLOW", "FLEXBILL_", "_AIRFLOW")) and k not in ("PYTHONPATH",)}
-        env.update({
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(ROOT),  # tests.distributed.hostname
-            "PYTHONUNBUFFERED": "1",
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__PARALLELISM": str(2 * self.concurrency * len(self.workers)),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.distributed.hostname.worker_hostname",
-            "AIRFLOW__CORE__FERNET_KEY": "",
-            "AIRFLOW__CORE__AUTH_MANAGER":
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "simple_auth_manager_passwords.json"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqla,
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{sqla}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
-            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
-            "AIRFLOW__API_AUTH__JWT_SECRET": self.token,
-            "AIRFLOW__API__SECRET_KEY": self.token,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.api_port),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.health_port),
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.other_log_port),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
-            "AIRFLOW_CONN_FLEXBILL_DB": connection_json(self.billing_url),
-            "FLEXBILL_REPORT_DIR": str(self.home / "flexbill" / "reports"),
-            "FLEXBILL_GX_DIR": str(self.home / "flexbill" / "gx"),
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW", "FLEXBILL_", "_AIRFLOW")) and k not in ("PYTHONPATH",)
+        }
+        env.update(
+            {
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PYTHONPATH": str(ROOT),  # tests.distributed.hostname
+                "PYTHONUNBUFFERED": "1",
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__PARALLELISM": str(2 * self.concurrency * len(self.workers)),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.distributed.hostname.worker_hostname",
+                "AIRFLOW__CORE__FERNET_KEY": "",
+                "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                    self.home / "simple_auth_manager_passwords.json"
+                ),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqla,
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{sqla}",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.concurrency),
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+                "AIRFLOW__API_AUTH__JWT_SECRET": self.token,
+                "AIRFLOW__API__SECRET_KEY": self.token,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.health_port),
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.other_log_port),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.trigger_log_port),
+                "AIRFLOW_CONN_FLEXBILL_DB": connection_json(self.billing_url),
+                "FLEXBILL_REPORT_DIR": str(self.home / "flexbill" / "reports"),
+                "FLEXBILL_GX_DIR": str(self.home / "flexbill" / "gx"),
+            }
+        )
         env.update(extra)
         return env
 
     # ------------------------------------------------------------ lifecycle
-    def start(self, timeout: float = 300) -> "Stack":
+    def start(self, timeout: float = 300) -> Stack:
         deadline = time.monotonic() + timeout
         self.redis_db = claim_redis_db(self.token)
         self.airflow("db", "migrate", timeout=max(30.0, deadline - time.monotonic()))
-        self._spawn("api-server", ["api-server", "--port", str(self.api_port), "--host", "127.0.0.1",
-                                   "--workers", "1"])
+        self._spawn("api-server", ["api-server", "--port", str(self.api_port), "--host", "127.0.0.1", "--workers", "1"])
         self._spawn("scheduler", ["scheduler"])
         self._spawn("dag-processor", ["dag-processor"])
         for w in self.workers:
             self.start_worker(w)
-        self._wait("api-server", lambda: _http_ok(f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health"),
-                   deadline)
+        self._wait("api-server", lambda: _http_ok(f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health"), deadline)
         self._wait("scheduler", lambda: _http_ok(f"http://127.0.0.1:{self.health_port}/health"), deadline)
         self._wait("dag-processor", self.dag_parsed, deadline)
         for w in self.workers:
@@ -242,10 +253,23 @@ class Stack:
         return self
 
     def start_worker(self, name: str) -> Component:
-        env = self.env(FLEXBILL_WORKER_HOSTNAME=name,
-                       AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(self.log_ports[name]))
-        return self._spawn(name, ["celery", "worker", "--celery-hostname", name, "--concurrency",
-                                  str(self.concurrency), "--queues", self.queue], env=env)
+        env = self.env(
+            FLEXBILL_WORKER_HOSTNAME=name, AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(self.log_ports[name])
+        )
+        return self._spawn(
+            name,
+            [
+                "celery",
+                "worker",
+                "--celery-hostname",
+                name,
+                "--concurrency",
+                str(self.concurrency),
+                "--queues",
+                self.queue,
+            ],
+            env=env,
+        )
 
     def wait_worker(self, name: str, deadline: float) -> None:
         self._wait(name, lambda: f"celery@{name} ready" in self.components[name].text(), deadline)
@@ -275,8 +299,9 @@ class Stack:
         while True:
             comp = self.components.get(name)
             if comp is not None and not comp.alive():
-                raise RuntimeError(f"{name} exited with {comp.popen.returncode} while starting:\n"
-                                   f"{_tail(comp.text(), 60)}")
+                raise RuntimeError(
+                    f"{name} exited with {comp.popen.returncode} while starting:\n{_tail(comp.text(), 60)}"
+                )
             with contextlib.suppress(Exception):
                 if ready():
                     return
@@ -287,11 +312,20 @@ class Stack:
     # ------------------------------------------------------------ commands and queries
     def airflow(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
         """Run an `airflow ...` command against the stack (as an operator would, from any host)."""
-        res = subprocess.run([AIRFLOW, *args], env=self.env(), cwd=ROOT, capture_output=True, text=True,
-                             timeout=timeout, start_new_session=True)
+        res = subprocess.run(
+            [AIRFLOW, *args],
+            env=self.env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
         if check and res.returncode != 0:
-            raise AssertionError(f"airflow {' '.join(args)} exited {res.returncode}\nstdout:\n{_tail(res.stdout)}"
-                                 f"\nstderr:\n{_tail(res.stderr)}")
+            raise AssertionError(
+                f"airflow {' '.join(args)} exited {res.returncode}\nstdout:\n{_tail(res.stdout)}"
+                f"\nstderr:\n{_tail(res.stderr)}"
+            )
         return res
 
     @property
@@ -310,11 +344,22 @@ class Stack:
             raise RuntimeError(f"DAG import errors: {errors}")
         return bool(self.query("select 1 from serialized_dag where dag_id = :d", d=DAG_ID))
 
-    def backfill(self, first: date, last: date, reprocess: str, max_active_runs: int | None = 1,
-                 check: bool = True) -> subprocess.CompletedProcess:
+    def backfill(
+        self, first: date, last: date, reprocess: str, max_active_runs: int | None = 1, check: bool = True
+    ) -> subprocess.CompletedProcess:
         """`airflow backfill create --dag-id flexbill_billing` over [first, last], as an analyst types it."""
-        args = ["backfill", "create", "--dag-id", DAG_ID, "--from-date", first.isoformat(),
-                "--to-date", last.isoformat(), "--reprocess-behavior", reprocess]
+        args = [
+            "backfill",
+            "create",
+            "--dag-id",
+            DAG_ID,
+            "--from-date",
+            first.isoformat(),
+            "--to-date",
+            last.isoformat(),
+            "--reprocess-behavior",
+            reprocess,
+        ]
         if max_active_runs is not None:
             args += ["--max-active-runs", str(max_active_runs)]
         return self.airflow(*args, check=check)
@@ -335,20 +380,31 @@ class Stack:
                 if name in ("api-server", "scheduler", "dag-processor") and not comp.alive():
                     raise RuntimeError(f"{name} died (rc={comp.popen.returncode})")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"backfill {backfill_id} not complete after {timeout:.0f}s: {runs}\n"
-                                   f"{self.task_states(backfill_id)}")
+                raise TimeoutError(
+                    f"backfill {backfill_id} not complete after {timeout:.0f}s: {runs}\n{self.task_states(backfill_id)}"
+                )
             time.sleep(1)
 
     def backfill_runs(self, backfill_id: int) -> list:
-        return [(r[0].date(), r[1], r[2]) for r in self.query(
-            "select dr.data_interval_start, dr.run_id, dr.state from dag_run dr "
-            "where dr.backfill_id = :b order by dr.data_interval_start", b=backfill_id)]
+        return [
+            (r[0].date(), r[1], r[2])
+            for r in self.query(
+                "select dr.data_interval_start, dr.run_id, dr.state from dag_run dr "
+                "where dr.backfill_id = :b order by dr.data_interval_start",
+                b=backfill_id,
+            )
+        ]
 
     def task_states(self, backfill_id: int) -> list:
-        return [tuple(r) for r in self.query(
-            "select dr.data_interval_start::date, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.hostname "
-            "from task_instance ti join dag_run dr on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id "
-            "where dr.backfill_id = :b order by 1, 2, 3", b=backfill_id)]
+        return [
+            tuple(r)
+            for r in self.query(
+                "select dr.data_interval_start::date, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.hostname "
+                "from task_instance ti join dag_run dr on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id "
+                "where dr.backfill_id = :b order by 1, 2, 3",
+                b=backfill_id,
+            )
+        ]
 
     # ------------------------------------------------------------ diagnostics
     def diagnostics(self, lines: int = 80) -> str:

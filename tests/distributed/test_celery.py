@@ -82,12 +82,20 @@ def assert_exactly_once(engine) -> None:
     standing = s.invoices.c.status != "credited"
     with engine.connect() as conn:
         lines = conn.execute(select(func.count()).select_from(live).where(standing)).scalar_one()
-        periods = conn.execute(select(func.count()).select_from(
-            select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start).select_from(live).where(standing)
-            .distinct().subquery())).scalar_one()
+        periods = conn.execute(
+            select(func.count()).select_from(
+                select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start)
+                .select_from(live)
+                .where(standing)
+                .distinct()
+                .subquery()
+            )
+        ).scalar_one()
         invoices = conn.execute(select(func.count()).select_from(s.invoices).where(standing)).scalar_one()
-        per_customer_date = conn.execute(select(func.count()).select_from(
-            select(s.invoices.c.customer_id, s.invoices.c.billing_date).where(standing).distinct().subquery())
+        per_customer_date = conn.execute(
+            select(func.count()).select_from(
+                select(s.invoices.c.customer_id, s.invoices.c.billing_date).where(standing).distinct().subquery()
+            )
         ).scalar_one()
     assert lines == periods, "a (contract, period) was invoiced twice"
     assert invoices == per_customer_date, "a customer got two invoices for one billing date"
@@ -99,9 +107,15 @@ def billing_runs(engine) -> dict:
 
 
 def tries(stack, run_id: str) -> dict:
-    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in stack.query(
-        "select task_id, map_index, try_number, state, hostname from task_instance "
-        "where dag_id = :d and run_id = :r", d=DAG_ID, r=run_id)}
+    return {
+        (r[0], r[1]): (r[2], r[3], r[4])
+        for r in stack.query(
+            "select task_id, map_index, try_number, state, hostname from task_instance "
+            "where dag_id = :d and run_id = :r",
+            d=DAG_ID,
+            r=run_id,
+        )
+    }
 
 
 def test_first_backfill_of_a_new_operator_runs_on_both_workers_and_equals_flexbill_backfill(stack):
@@ -121,18 +135,25 @@ def test_first_backfill_of_a_new_operator_runs_on_both_workers_and_equals_flexbi
 
     # billing date = data interval start = logical date of a backfill run; the interval is one day
     for logical, start, end in stack.query(
-            "select logical_date, data_interval_start, data_interval_end from dag_run where backfill_id = :b", b=bid):
+        "select logical_date, data_interval_start, data_interval_end from dag_run where backfill_id = :b", b=bid
+    ):
         assert logical == start and end - start == timedelta(days=1)
     assert sorted(billing_runs(stack.billing)) == [D1, D2, D3]
 
-    hosts = {r[0] for r in stack.query(
-        "select distinct ti.hostname from task_instance ti join dag_run dr "
-        "on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id "
-        "where dr.backfill_id = :b and ti.map_index >= 0 and ti.task_id = any(:t) and ti.state = 'success'",
-        b=bid, t=list(MAPPED))}
+    hosts = {
+        r[0]
+        for r in stack.query(
+            "select distinct ti.hostname from task_instance ti join dag_run dr "
+            "on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id "
+            "where dr.backfill_id = :b and ti.map_index >= 0 and ti.task_id = any(:t) and ti.state = 'success'",
+            b=bid,
+            t=list(MAPPED),
+        )
+    }
     assert hosts == {"worker-a", "worker-b"}, f"mapped location tasks ran on {hosts}"
-    located = stack.query("select count(*) from task_instance where dag_id = :d and task_id = 'owed_periods' "
-                          "and map_index >= 0", d=DAG_ID)[0][0]
+    located = stack.query(
+        "select count(*) from task_instance where dag_id = :d and task_id = 'owed_periods' and map_index >= 0", d=DAG_ID
+    )[0][0]
     assert located == 3 * 3, "owed_periods is mapped over the three locations on each date"
 
     assert_same_outputs(stack.billing, reference(D3, fixed=False))
@@ -160,7 +181,9 @@ def test_rerun_after_a_data_fix_with_reprocess_completed_replaces_the_range_and_
     assert_exactly_once(stack.billing)
     after = _outputs(stack.billing)
     credited = {r["invoice_id"] for r in after["invoices"] if r["status"] == "credited"}
-    fixed = [r for r in after["invoice_lines"] if r["contract_id"] == FIXED_CONTRACT and r["invoice_id"] not in credited]
+    fixed = [
+        r for r in after["invoice_lines"] if r["contract_id"] == FIXED_CONTRACT and r["invoice_id"] not in credited
+    ]
     assert [str(r["unit_price"]) for r in fixed] == [FIXED_PRICE]
     assert before_lines[(FIXED_CONTRACT, D2)]["unit_price"] != fixed[0]["unit_price"], "the fix changes results"
     assert any(r["contract_id"] == LATE_CONTRACT for r in after["invoice_lines"]), "the late contract is billed"
@@ -184,9 +207,14 @@ def test_backfill_overlapping_billed_dates_runs_only_the_new_date(stack):
     bid = stack.latest_backfill()
     runs = stack.wait_backfill(bid)
     assert [(d, state) for d, _, state in runs] == [(D4, "success")], "only the new date gets a dag run"
-    assoc = [(r[0].date(), r[1] is None, r[2]) for r in stack.query(
-        "select logical_date, dag_run_id, exception_reason from backfill_dag_run where backfill_id = :b "
-        "order by sort_ordinal", b=bid)]
+    assoc = [
+        (r[0].date(), r[1] is None, r[2])
+        for r in stack.query(
+            "select logical_date, dag_run_id, exception_reason from backfill_dag_run where backfill_id = :b "
+            "order by sort_ordinal",
+            b=bid,
+        )
+    ]
     assert assoc == [(D3, True, "already exists"), (D4, False, None)]
 
     # the billed date is untouched: its dag run, task tries and published outputs
@@ -212,8 +240,9 @@ def test_a_killed_worker_does_not_stop_the_run_and_output_stays_exactly_once(sta
     after = tries(stack, runs[0][1])
     for key in killed:
         try_number, state, host = after[key]
-        assert state == "success" and try_number >= 2 and host == survivor, \
+        assert state == "success" and try_number >= 2 and host == survivor, (
             f"{key} killed on {victim}: now try {try_number}, {state} on {host}"
+        )
     assert_same_outputs(stack.billing, reference(D5, fixed=True))
     assert_exactly_once(stack.billing)
 
@@ -223,9 +252,11 @@ def _kill_a_worker_mid_task(stack, bid: int, timeout: float = 240):
     returns the worker and the task instances it was running.  Should the tasks end in the instant
     before the kill, the worker is restarted and the next mapped task is tried."""
     deadline = time.monotonic() + timeout
-    sql = ("select ti.task_id, ti.map_index, ti.hostname from task_instance ti join dag_run dr "
-           "on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id where dr.backfill_id = :b "
-           "and ti.state = 'running' and ti.map_index >= 0 and ti.task_id = any(:t)")
+    sql = (
+        "select ti.task_id, ti.map_index, ti.hostname from task_instance ti join dag_run dr "
+        "on dr.dag_id = ti.dag_id and dr.run_id = ti.run_id where dr.backfill_id = :b "
+        "and ti.state = 'running' and ti.map_index >= 0 and ti.task_id = any(:t)"
+    )
     while time.monotonic() < deadline:
         rows = stack.query(sql, b=bid, t=list(MAPPED))
         if rows:

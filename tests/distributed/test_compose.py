@@ -19,8 +19,14 @@ from tests.distributed.stack import ROOT, Stack
 from tests.processes import pg_databases
 
 COMPOSE = ROOT / "docker-compose.yaml"
-AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker",
-                    "airflow-triggerer", "airflow-init"}
+AIRFLOW_SERVICES = {
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+    "airflow-triggerer",
+    "airflow-init",
+}
 ONE_SHOT = {"airflow-init", "airflow-cli"}  # run once (or on demand): no healthcheck, no restart
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
@@ -59,9 +65,13 @@ def common_env(services, name="airflow-scheduler") -> dict:
 def test_the_services_of_airflows_official_celery_compose(services):
     assert AIRFLOW_SERVICES | {"postgres", "redis", "flexbill-db"} <= set(services)
     commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES - {"airflow-init"}}
-    assert commands == {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                        "airflow-dag-processor": "dag-processor", "airflow-worker": "celery worker",
-                        "airflow-triggerer": "triggerer"}
+    assert commands == {
+        "airflow-apiserver": "api-server",
+        "airflow-scheduler": "scheduler",
+        "airflow-dag-processor": "dag-processor",
+        "airflow-worker": "celery worker",
+        "airflow-triggerer": "triggerer",
+    }
 
 
 def test_images_are_pinned_and_the_airflow_image_is_built_from_the_lock(services):
@@ -74,8 +84,11 @@ def test_images_are_pinned_and_the_airflow_image_is_built_from_the_lock(services
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
-    pins = dict(line.split("==", 1) for line in (ROOT / "requirements.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     version = re.search(r"^ARG AIRFLOW_VERSION=(\S+)", dockerfile, re.M)[1]
     assert version == pins["apache-airflow"], "the image's Airflow is the pinned one"
     assert re.search(r"^FROM apache/airflow:\$\{AIRFLOW_VERSION\}-python3\.11$", dockerfile, re.M)
@@ -88,9 +101,14 @@ def test_airflow_services_share_the_configuration_and_mount_dags_plugins_include
     envs = {name: common_env(services, name) for name in AIRFLOW_SERVICES}
     shared = {k: v for k, v in envs["airflow-scheduler"].items()}
     for name, env in envs.items():
-        for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
-                    "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-                    "AIRFLOW_CONN_FLEXBILL_DB"):
+        for key in (
+            "AIRFLOW__CORE__EXECUTOR",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "AIRFLOW__CELERY__BROKER_URL",
+            "AIRFLOW__API_AUTH__JWT_SECRET",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+            "AIRFLOW_CONN_FLEXBILL_DB",
+        ):
             assert env[key] == shared[key], f"{name} has another {key}"
         targets = {interpolate(v).split(":")[1] for v in services[name]["volumes"]}
         assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= targets, name
@@ -166,8 +184,10 @@ def test_worker_count_and_the_flexbill_db_connection_are_configurable(services):
     default = Connection(conn_id="flexbill_db", uri=interpolate(raw))
     assert default.conn_type == "postgres" and default.host == "flexbill-db"
     billing = services["flexbill-db"]["environment"]
-    assert database_url(default) == (f"postgresql://{billing['POSTGRES_USER']}:{billing['POSTGRES_PASSWORD']}"
-                                     f"@flexbill-db:5432/{billing['POSTGRES_DB']}")
+    assert database_url(default) == (
+        f"postgresql://{billing['POSTGRES_USER']}:{billing['POSTGRES_PASSWORD']}"
+        f"@flexbill-db:5432/{billing['POSTGRES_DB']}"
+    )
     mine = interpolate(raw, {"AIRFLOW_CONN_FLEXBILL_DB": "postgres://bill:pw@db.example:6432/acme"})
     assert database_url(Connection(conn_id="flexbill_db", uri=mine)) == "postgresql://bill:pw@db.example:6432/acme"
 
@@ -176,12 +196,24 @@ def test_the_native_celery_stack_runs_the_compose_configuration(services, tmp_pa
     """tests/distributed/stack.py sets every Airflow setting of the compose file, to the same value where
     the value does not name a container (hosts, paths and ports differ natively)."""
     compose_env = common_env(services)
-    native = Stack(home=tmp_path, metadata_url="postgresql://u@127.0.0.1:5432/meta",
-                   billing_url="postgresql://u@127.0.0.1:5432/bill").env()
-    urls = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__BROKER_URL",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"}
-    places = {"AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER", "AIRFLOW_CONN_FLEXBILL_DB",
-              "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "AIRFLOW__API_AUTH__JWT_SECRET"}
+    native = Stack(
+        home=tmp_path,
+        metadata_url="postgresql://u@127.0.0.1:5432/meta",
+        billing_url="postgresql://u@127.0.0.1:5432/bill",
+    ).env()
+    urls = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    }
+    places = {
+        "AIRFLOW__CORE__DAGS_FOLDER",
+        "AIRFLOW__CORE__PLUGINS_FOLDER",
+        "AIRFLOW_CONN_FLEXBILL_DB",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+    }
     # the native scheduler creates no scheduled run (the tests' backfills are the only runs), so DAGs start
     # unpaused there; in compose they start paused, as in Airflow's official file
     differs = {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"}
@@ -208,12 +240,17 @@ def test_airflow_init_creates_flexbill_tables_in_the_flexbill_db_database(form):
 
     with pg_databases(1) as (url,):
         u = urlsplit(url)
-        conn = (f"postgres://{u.username}@{u.hostname}:{u.port}{u.path}" if form == "uri" else connection_json(url))
+        conn = f"postgres://{u.username}@{u.hostname}:{u.port}{u.path}" if form == "uri" else connection_json(url)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "FLEXBILL_DB_URL"))}
         env["AIRFLOW_CONN_FLEXBILL_DB"] = conn
         for _ in range(2):  # idempotent
-            res = subprocess.run([sys.executable, str(ROOT / "docker" / "init_flexbill_db.py")], env=env,
-                                 capture_output=True, text=True, timeout=120)
+            res = subprocess.run(
+                [sys.executable, str(ROOT / "docker" / "init_flexbill_db.py")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert res.returncode == 0, res.stdout + res.stderr
         engine = make_engine(url)
         try:

@@ -19,8 +19,18 @@ M = Decimal
 # ---------------------------------------------------------------- helpers
 def lines(op, d=None):
     """(contract, period_start, period_end, quantity, unit_price, amount, prorated) of D (or of every date)."""
-    return [(r["contract_id"], r["period_start"], r["period_end"], r["quantity"], r["unit_price"], r["amount"],
-             r["prorated"]) for r in op.lines(d)]
+    return [
+        (
+            r["contract_id"],
+            r["period_start"],
+            r["period_end"],
+            r["quantity"],
+            r["unit_price"],
+            r["amount"],
+            r["prorated"],
+        )
+        for r in op.lines(d)
+    ]
 
 
 def line_keys(op):
@@ -30,19 +40,25 @@ def line_keys(op):
 
 def invoices(op, d):
     rows = sorted(op.rows(s.invoices, billing_date=d), key=lambda r: r["invoice_id"])
-    return [(r["invoice_id"], r["customer_id"], r["location_id"], r["currency"], r["subtotal"], r["tax"], r["total"])
-            for r in rows]
+    return [
+        (r["invoice_id"], r["customer_id"], r["location_id"], r["currency"], r["subtotal"], r["tax"], r["total"])
+        for r in rows
+    ]
 
 
 def skips(op, d):
-    return sorted((r["contract_id"], r["customer_id"], r["reason"], r["owed_periods"])
-                  for r in op.rows(s.skipped_contracts, billing_date=d))
+    return sorted(
+        (r["contract_id"], r["customer_id"], r["reason"], r["owed_periods"])
+        for r in op.rows(s.skipped_contracts, billing_date=d)
+    )
 
 
 def outputs(op, d):
     """Every output row of billing date D, for comparing a rerun with the first run."""
+
     def norm(table, **where):
         return sorted((tuple(sorted(r.items())) for r in op.rows(table, **where)), key=repr)
+
     return {
         "invoices": norm(s.invoices, billing_date=d),
         "invoice_lines": sorted((tuple(sorted(r.items())) for r in op.lines(d)), key=repr),
@@ -62,9 +78,16 @@ def reconcile(op, d, owed, invoiced, skipped, quarantined, billed_later):
     n_skipped = len(op.rows(s.skipped_contracts, billing_date=d))
     n_quarantined = len(op.rows(s.quarantine, billing_date=d, source_table="contracts"))
     assert (n_invoiced, n_skipped, n_quarantined, run["contracts_billed_later"]) == (
-        invoiced, skipped, quarantined, billed_later)
+        invoiced,
+        skipped,
+        quarantined,
+        billed_later,
+    )
     assert (run["contracts_invoiced"], run["contracts_skipped"], run["contracts_quarantined"]) == (
-        n_invoiced, n_skipped, n_quarantined)
+        n_invoiced,
+        n_skipped,
+        n_quarantined,
+    )
     assert owed == n_invoiced + n_skipped + n_quarantined + run["contracts_billed_later"]
 
 
@@ -167,8 +190,15 @@ def test_weekly_and_three_monthly_plans(engine):
         (3, D(2024, 1, 20), D(2024, 2, 5), 1, M("300.00"), M("52.17"), True),
     ]
     # customer 1: 5 x 50.00 = 250.00, tax 50.00, total 300.00
-    assert invoices(op, D(2024, 1, 31))[0] == ("INV-20240131-0000001", 1, 1, "EUR", M("250.00"), M("50.00"),
-                                               M("300.00"))
+    assert invoices(op, D(2024, 1, 31))[0] == (
+        "INV-20240131-0000001",
+        1,
+        1,
+        "EUR",
+        M("250.00"),
+        M("50.00"),
+        M("300.00"),
+    )
 
     run_billing_date(engine, D(2024, 4, 30))
     assert lines(op, D(2024, 4, 30)) == [  # contract 1 is over: nothing starts on or after 02-07
@@ -261,8 +291,12 @@ def test_next_invoice_date_periods_before_it_are_never_invoiced(engine):
         (2, D(2024, 3, 10), D(2024, 4, 10), 1, M("100.00"), M("100.00"), False),
         (3, D(2024, 3, 1), D(2024, 4, 1), 1, M("100.00"), M("100.00"), False),
     ]
-    assert [k[:2] for k in line_keys(op)] == [(1, D(2024, 3, 10)), (2, D(2024, 3, 10)), (3, D(2024, 2, 1)),
-                                              (3, D(2024, 3, 1))]
+    assert [k[:2] for k in line_keys(op)] == [
+        (1, D(2024, 3, 10)),
+        (2, D(2024, 3, 10)),
+        (3, D(2024, 2, 1)),
+        (3, D(2024, 3, 1)),
+    ]
 
 
 # ---------------------------------------------------------------- suspension, archiving
@@ -301,8 +335,7 @@ def test_lift_back_bills_every_missed_period_exactly_once(engine):
         (3, D(2024, 4, 1), D(2024, 5, 1), 1, M("30.00"), M("30.00"), False),
     ]
     # 3 x 100.00 + 3 x 30.00 = 390.00, tax 78.00, total 468.00
-    assert invoices(op, D(2024, 4, 15)) == [("INV-20240415-0000001", 1, 1, "EUR", M("390.00"), M("78.00"),
-                                             M("468.00"))]
+    assert invoices(op, D(2024, 4, 15)) == [("INV-20240415-0000001", 1, 1, "EUR", M("390.00"), M("78.00"), M("468.00"))]
     assert skips(op, D(2024, 4, 15)) == []
     reconcile(op, D(2024, 4, 15), owed=2, invoiced=2, skipped=0, quarantined=0, billed_later=0)
 
@@ -312,16 +345,19 @@ def test_lift_back_bills_every_missed_period_exactly_once(engine):
         (1, D(2024, 5, 15), D(2024, 6, 15), 1, M("100.00"), M("100.00"), False),
         (3, D(2024, 5, 1), D(2024, 6, 1), 1, M("30.00"), M("30.00"), False),
     ]
-    assert invoices(op, D(2024, 5, 15)) == [("INV-20240515-0000001", 1, 1, "EUR", M("130.00"), M("26.00"),
-                                             M("156.00"))]
+    assert invoices(op, D(2024, 5, 15)) == [("INV-20240515-0000001", 1, 1, "EUR", M("130.00"), M("26.00"), M("156.00"))]
     reconcile(op, D(2024, 5, 15), owed=2, invoiced=2, skipped=0, quarantined=0, billed_later=0)
     # the whole history: every period of both contracts exactly once
     assert line_keys(op) == [
-        (1, D(2024, 1, 15), D(2024, 1, 15)), (1, D(2024, 2, 15), D(2024, 4, 15)),
-        (1, D(2024, 3, 15), D(2024, 4, 15)), (1, D(2024, 4, 15), D(2024, 4, 15)),
+        (1, D(2024, 1, 15), D(2024, 1, 15)),
+        (1, D(2024, 2, 15), D(2024, 4, 15)),
+        (1, D(2024, 3, 15), D(2024, 4, 15)),
+        (1, D(2024, 4, 15), D(2024, 4, 15)),
         (1, D(2024, 5, 15), D(2024, 5, 15)),
-        (3, D(2024, 2, 1), D(2024, 4, 15)), (3, D(2024, 3, 1), D(2024, 4, 15)),
-        (3, D(2024, 4, 1), D(2024, 4, 15)), (3, D(2024, 5, 1), D(2024, 5, 15)),
+        (3, D(2024, 2, 1), D(2024, 4, 15)),
+        (3, D(2024, 3, 1), D(2024, 4, 15)),
+        (3, D(2024, 4, 1), D(2024, 4, 15)),
+        (3, D(2024, 5, 1), D(2024, 5, 15)),
     ]
 
 
@@ -409,8 +445,13 @@ def test_late_recorded_contract_is_invisible_before_its_created_at_and_back_bill
     assert outputs(op, d2) == first_d2
     reconcile(op, d2, owed=2, invoiced=2, skipped=0, quarantined=0, billed_later=0)
     assert [k[:2] for k in line_keys(op)] == [
-        (1, D(2024, 1, 1)), (1, D(2024, 2, 1)), (1, D(2024, 3, 1)),
-        (2, D(2024, 1, 15)), (2, D(2024, 2, 15)), (3, D(2024, 2, 15))]
+        (1, D(2024, 1, 1)),
+        (1, D(2024, 2, 1)),
+        (1, D(2024, 3, 1)),
+        (2, D(2024, 1, 15)),
+        (2, D(2024, 2, 15)),
+        (3, D(2024, 2, 15)),
+    ]
 
 
 def test_rerun_after_later_dates_reproduces_old_decisions_and_never_bills_twice(engine):
@@ -436,8 +477,13 @@ def test_rerun_after_later_dates_reproduces_old_decisions_and_never_bills_twice(
 
     run_billing_date(engine, d2)
     # contract 1: 03-01; contract 2 (lifted 02-10): 01-01, 02-01, 03-01 back-billed; contract 4: 02-20
-    assert [l[:2] for l in lines(op, d2)] == [(1, D(2024, 3, 1)), (2, D(2024, 1, 1)), (2, D(2024, 2, 1)),
-                                              (2, D(2024, 3, 1)), (4, D(2024, 2, 20))]
+    assert [l[:2] for l in lines(op, d2)] == [
+        (1, D(2024, 3, 1)),
+        (2, D(2024, 1, 1)),
+        (2, D(2024, 2, 1)),
+        (2, D(2024, 3, 1)),
+        (4, D(2024, 2, 20)),
+    ]
     # customer 2: 300.00, tax 60.00, total 360.00
     assert invoices(op, d2)[1] == ("INV-20240301-0000002", 2, 1, "EUR", M("300.00"), M("60.00"), M("360.00"))
     reconcile(op, d2, owed=4, invoiced=3, skipped=0, quarantined=1, billed_later=0)
@@ -459,9 +505,16 @@ def test_rerun_after_later_dates_reproduces_old_decisions_and_never_bills_twice(
 
     # no period was ever invoiced twice
     keys = [k[:2] for k in line_keys(op)]
-    assert keys == [(1, D(2024, 1, 1)), (1, D(2024, 2, 1)), (1, D(2024, 3, 1)),
-                    (2, D(2024, 1, 1)), (2, D(2024, 2, 1)), (2, D(2024, 3, 1)),
-                    (4, D(2024, 1, 20)), (4, D(2024, 2, 20))]
+    assert keys == [
+        (1, D(2024, 1, 1)),
+        (1, D(2024, 2, 1)),
+        (1, D(2024, 3, 1)),
+        (2, D(2024, 1, 1)),
+        (2, D(2024, 2, 1)),
+        (2, D(2024, 3, 1)),
+        (4, D(2024, 1, 20)),
+        (4, D(2024, 2, 20)),
+    ]
 
 
 # ---------------------------------------------------------------- active-user report
@@ -478,8 +531,14 @@ def test_active_user_report_counts_per_location_with_zeros_and_without_archived(
 
     def member(cid, location_id=1, plan_id=1, start_date=jan, cancellation_date=None, contract_created=None, **kw):
         op.customer(cid, location_id=location_id, **kw)
-        op.contract(cid, cid, plan_id, start_date=start_date, cancellation_date=cancellation_date,
-                    **({"created_at": contract_created} if contract_created else {}))
+        op.contract(
+            cid,
+            cid,
+            plan_id,
+            start_date=start_date,
+            cancellation_date=cancellation_date,
+            **({"created_at": contract_created} if contract_created else {}),
+        )
 
     member(1)  # active member
     member(2)
@@ -504,9 +563,17 @@ def test_active_user_report_counts_per_location_with_zeros_and_without_archived(
     op.customer(21, location_id=2)  # location 2: contact
 
     run_billing_date(engine, d)
-    report = sorted((r["location_id"], r["members"], r["active_users"], r["suspended_members"],
-                     r["suspended_with_portal_access"], r["contacts"])
-                    for r in op.rows(s.active_user_report, report_date=d))
+    report = sorted(
+        (
+            r["location_id"],
+            r["members"],
+            r["active_users"],
+            r["suspended_members"],
+            r["suspended_with_portal_access"],
+            r["contacts"],
+        )
+        for r in op.rows(s.active_user_report, report_date=d)
+    )
     assert report == [
         # location 1: members 1, 2, 3, 6, 7, 9, 14 = 7; active 1, 6, 7, 9, 14 = 5; suspended 2, 3 = 2;
         # suspended with portal access: 2 = 1; contacts 4, 5, 10, 12 = 4

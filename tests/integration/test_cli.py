@@ -27,9 +27,9 @@ CONTRACT_COLUMNS = {
     "locations": "id name currency tax_rate keep_new_accounts_suspended_since",
     "customers": "id location_id full_name email created_at archived_at portal_access",
     "plans": "id location_id name price currency invoice_every_months invoice_every_weeks "
-             "suspend_customers_joining_since",
+    "suspend_customers_joining_since",
     "contracts": "id customer_id plan_id price quantity start_date billing_day cancellation_date next_invoice_date "
-                 "created_at",
+    "created_at",
     "suspension_events": "id customer_id occurred_at action source reason actor trigger_key",
     "crm_boards": "id location_id name",
     "crm_stages": "id board_id name deactivate_account_since",
@@ -38,7 +38,7 @@ CONTRACT_COLUMNS = {
     "invoice_lines": "invoice_id contract_id period_start period_end quantity unit_price amount prorated",
     "skipped_contracts": "billing_date contract_id customer_id reason owed_periods",
     "active_user_report": "report_date location_id members active_users suspended_members "
-                          "suspended_with_portal_access contacts",
+    "suspended_with_portal_access contacts",
     "quarantine": "billing_date source_table row_id reason",
 }
 
@@ -167,54 +167,110 @@ BAD = {
     "run_date_impossible": (["run", "--date", "2024-02-30"], "seed", ["2024-02-30"]),
     "backfill_from_impossible": (["backfill", "--from", "2024-02-30", "--to", "2024-03-05"], "seed", ["2024-02-30"]),
     "backfill_to_malformed": (["backfill", "--from", "2024-03-01", "--to", "5 March"], "seed", ["5 March"]),
-    "backfill_from_after_to": (["backfill", "--from", "2024-03-05", "--to", "2024-03-01"], "seed",
-                               ["2024-03-05", "2024-03-01"]),
+    "backfill_from_after_to": (
+        ["backfill", "--from", "2024-03-05", "--to", "2024-03-01"],
+        "seed",
+        ["2024-03-05", "2024-03-01"],
+    ),
     "run_unreachable_db": (["run", "--date", "2024-03-01"], UNREACHABLE, ["127.0.0.1"]),
-    "backfill_unreachable_db": (["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], UNREACHABLE,
-                                ["127.0.0.1"]),
+    "backfill_unreachable_db": (["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], UNREACHABLE, ["127.0.0.1"]),
     "init_db_unreachable_db": (["init-db"], UNREACHABLE, ["127.0.0.1"]),
     "suspend_unreachable_db": (["suspend", "--customer", "1", "--actor", "a@x.io"], UNREACHABLE, ["127.0.0.1"]),
     "run_sqlite_without_tables": (["run", "--date", "2024-03-01"], "empty-sqlite", ["flexbill init-db"]),
     "run_pg_without_tables": (["run", "--date", "2024-03-01"], "empty-pg", ["flexbill init-db"]),
-    "backfill_pg_without_tables": (["backfill", "--from", "2024-03-01", "--to", "2024-03-02"], "empty-pg",
-                                   ["flexbill init-db"]),
-    "suspend_pg_without_tables": (["suspend", "--customer", "1", "--actor", "a@x.io"], "empty-pg",
-                                  ["flexbill init-db"]),
+    "backfill_pg_without_tables": (
+        ["backfill", "--from", "2024-03-01", "--to", "2024-03-02"],
+        "empty-pg",
+        ["flexbill init-db"],
+    ),
+    "suspend_pg_without_tables": (
+        ["suspend", "--customer", "1", "--actor", "a@x.io"],
+        "empty-pg",
+        ["flexbill init-db"],
+    ),
     # refused manual events (customers of `seed`)
-    "suspend_unknown_customer": (["suspend", "--customer", "999", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
-                                 "seed", ["999"]),
-    "suspend_archived_customer": (["suspend", "--customer", "3", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
-                                  "seed", ["3", "archived"]),
-    "suspend_suspended_customer": (["suspend", "--customer", "5", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
-                                   "seed", ["5", "already suspended"]),
+    "suspend_unknown_customer": (
+        ["suspend", "--customer", "999", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
+        "seed",
+        ["999"],
+    ),
+    "suspend_archived_customer": (
+        ["suspend", "--customer", "3", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
+        "seed",
+        ["3", "archived"],
+    ),
+    "suspend_suspended_customer": (
+        ["suspend", "--customer", "5", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
+        "seed",
+        ["5", "already suspended"],
+    ),
     # suspended by a signup rule no run has recorded yet: still refused, and the rule's event is not written either
     "suspend_customer_suspended_by_pending_rule": (
-        ["suspend", "--customer", "4", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"], "seed",
-        ["4", "already suspended"]),
-    "lift_customer_not_suspended": (["lift", "--customer", "1", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
-                                    "seed", ["1", "not suspended"]),
+        ["suspend", "--customer", "4", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
+        "seed",
+        ["4", "already suspended"],
+    ),
+    "lift_customer_not_suspended": (
+        ["lift", "--customer", "1", "--actor", "a@x.io", "--at", "2024-03-01T10:00:00Z"],
+        "seed",
+        ["1", "not suspended"],
+    ),
     # customer 5's latest event is a suspend at 2024-02-10: nothing may be recorded before it
-    "suspend_at_before_latest_event": (["suspend", "--customer", "5", "--actor", "a@x.io", "--at", "2024-02-01"],
-                                       "seed", ["2024-02-10", "latest event"]),
-    "suspend_at_malformed": (["suspend", "--customer", "1", "--actor", "a@x.io", "--at", "next friday"], "seed",
-                             ["next friday"]),
-    "lift_at_impossible": (["lift", "--customer", "5", "--actor", "a@x.io", "--at", "2024-02-30T10:00:00"], "seed",
-                           ["2024-02-30"]),
-    "suspend_blank_actor": (["suspend", "--customer", "1", "--actor", " ", "--at", "2024-03-01T10:00:00Z"], "seed",
-                            ["--actor"]),
+    "suspend_at_before_latest_event": (
+        ["suspend", "--customer", "5", "--actor", "a@x.io", "--at", "2024-02-01"],
+        "seed",
+        ["2024-02-10", "latest event"],
+    ),
+    "suspend_at_malformed": (
+        ["suspend", "--customer", "1", "--actor", "a@x.io", "--at", "next friday"],
+        "seed",
+        ["next friday"],
+    ),
+    "lift_at_impossible": (
+        ["lift", "--customer", "5", "--actor", "a@x.io", "--at", "2024-02-30T10:00:00"],
+        "seed",
+        ["2024-02-30"],
+    ),
+    "suspend_blank_actor": (
+        ["suspend", "--customer", "1", "--actor", " ", "--at", "2024-03-01T10:00:00Z"],
+        "seed",
+        ["--actor"],
+    ),
 }
 
 
 # Sequences of commands on one database each (a command starts when the one before it ends).
 # "{db}" is replaced by the database's URL, and FLEXBILL_DB_URL then points at an unreachable
 # server: --db must win over the environment.
-RUN_THEN_BACKFILL = [["run", "--date", "2024-03-01"],
-                     ["backfill", "--from", "2024-03-02", "--to", "2024-04-01", "--db", "{db}"]]
+RUN_THEN_BACKFILL = [
+    ["run", "--date", "2024-03-01"],
+    ["backfill", "--from", "2024-03-02", "--to", "2024-04-01", "--db", "{db}"],
+]
 SUSPEND_THEN_LIFT = [
-    ["suspend", "--customer", "1", "--actor", "ops@example.com", "--reason", "card declined",
-     "--at", "2024-03-05T10:00:00Z"],
-    ["lift", "--customer", "1", "--actor", "boss@example.com", "--reason", "paid", "--at", "2024-03-06T09:30:00+02:00",
-     "--db", "{db}"],
+    [
+        "suspend",
+        "--customer",
+        "1",
+        "--actor",
+        "ops@example.com",
+        "--reason",
+        "card declined",
+        "--at",
+        "2024-03-05T10:00:00Z",
+    ],
+    [
+        "lift",
+        "--customer",
+        "1",
+        "--actor",
+        "boss@example.com",
+        "--reason",
+        "paid",
+        "--at",
+        "2024-03-06T09:30:00+02:00",
+        "--db",
+        "{db}",
+    ],
 ]
 
 
@@ -245,8 +301,10 @@ def launched(seeded, tmp_path_factory):
             else:
                 url, before = where, None
             chains[kind] = ([args], url, before)
-        for name, commands, pg_url in (("run then backfill", RUN_THEN_BACKFILL, pg_runs),
-                                       ("suspend then lift", SUSPEND_THEN_LIFT, pg_manual)):
+        for name, commands, pg_url in (
+            ("run then backfill", RUN_THEN_BACKFILL, pg_runs),
+            ("suspend then lift", SUSPEND_THEN_LIFT, pg_manual),
+        ):
             engine = make_engine(pg_url)
             init_db(engine)
             seed(Operator(engine))
@@ -254,14 +312,18 @@ def launched(seeded, tmp_path_factory):
             chains[name, "sqlite"] = (commands, copy_of(seeded, tmp_path_factory, "chain"), None)
             chains[name, "postgresql"] = (commands, pg_url, None)
         results = {key: [] for key in chains}
-        threads = [threading.Thread(target=_chain, args=(commands, url, cwd, results[key]), daemon=True)
-                   for key, (commands, url, _) in chains.items()]
+        threads = [
+            threading.Thread(target=_chain, args=(commands, url, cwd, results[key]), daemon=True)
+            for key, (commands, url, _) in chains.items()
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        out = {"bad": {kind: (results[kind][0], chains[kind][1], chains[kind][2]) for kind in BAD},
-               "empty-pg tables": inspect_tables(empty_pg)}
+        out = {
+            "bad": {kind: (results[kind][0], chains[kind][1], chains[kind][2]) for kind in BAD},
+            "empty-pg tables": inspect_tables(empty_pg),
+        }
         for key in chains:
             if key not in BAD:
                 out[key] = (results[key], chains[key][1])
@@ -307,7 +369,9 @@ def test_run_and_backfill_print_results(launched, dialect):
         runs = Operator(engine).rows(s.billing_runs)
         assert len(runs) == 32 and {r["status"] for r in runs} == {"published"}
         assert [(l["contract_id"], l["period_start"]) for l in Operator(engine).lines()] == [
-            (1, D), (1, date(2024, 4, 1))]
+            (1, D),
+            (1, date(2024, 4, 1)),
+        ]
     finally:
         engine.dispose()
 
@@ -317,17 +381,20 @@ def test_suspend_then_lift_records_two_manual_events(launched, dialect):
     results, url = launched["suspend then lift", dialect]
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     suspend, lift = results
-    assert "customer 1: suspend recorded at 2024-03-05 10:00:00 UTC by ops@example.com" in \
-        " ".join(suspend.stdout.split()), suspend.stdout
-    assert "customer 1: lift recorded at 2024-03-06 07:30:00 UTC by boss@example.com" in \
-        " ".join(lift.stdout.split()), lift.stdout
+    assert "customer 1: suspend recorded at 2024-03-05 10:00:00 UTC by ops@example.com" in " ".join(
+        suspend.stdout.split()
+    ), suspend.stdout
+    assert "customer 1: lift recorded at 2024-03-06 07:30:00 UTC by boss@example.com" in " ".join(
+        lift.stdout.split()
+    ), lift.stdout
     engine = make_engine(url)
     try:
         events = sorted(Operator(engine).rows(s.suspension_events, customer_id=1), key=lambda e: e["id"])
     finally:
         engine.dispose()
-    assert [(e["occurred_at"], e["action"], e["source"], e["actor"], e["reason"], e["trigger_key"])
-            for e in events] == [
+    assert [
+        (e["occurred_at"], e["action"], e["source"], e["actor"], e["reason"], e["trigger_key"]) for e in events
+    ] == [
         (datetime(2024, 3, 5, 10, 0), "suspend", "manual", "ops@example.com", "card declined", None),
         (datetime(2024, 3, 6, 7, 30), "lift", "manual", "boss@example.com", "paid", None),
     ]

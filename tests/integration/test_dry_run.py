@@ -21,7 +21,7 @@ from flexbill.finance_report import write_report
 from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.documents import checksum
-from tests.integration.test_exactly_once import D, D0, scenario
+from tests.integration.test_exactly_once import D0, D, scenario
 from tests.processes import clean_env, flexbill
 
 
@@ -36,16 +36,22 @@ def billed_once(url: str):
 
 def _summary(stdout: str) -> list[str]:
     """The run's printed figures without the timing and the preview words."""
-    lines = [re.sub(r" \[[0-9.]+s\]", "", line).removeprefix("PREVIEW (nothing was written) ")
-             .replace("would publish", "published").replace("would be ", "") for line in stdout.splitlines()]
+    lines = [
+        re.sub(r" \[[0-9.]+s\]", "", line)
+        .removeprefix("PREVIEW (nothing was written) ")
+        .replace("would publish", "published")
+        .replace("would be ", "")
+        for line in stdout.splitlines()
+    ]
     return [line for line in lines if line.startswith(("20", "  "))]
 
 
 def test_a_dry_run_writes_nothing_and_previews_exactly_what_the_run_then_does(db_url, tmp_path):
     engine = billed_once(db_url)
     before = checksum(engine)
-    env = clean_env(db_url, FLEXBILL_REPORT="1", FLEXBILL_REPORT_DIR=str(tmp_path / "reports"),
-                    FLEXBILL_GX_DIR=str(tmp_path / "gx"))
+    env = clean_env(
+        db_url, FLEXBILL_REPORT="1", FLEXBILL_REPORT_DIR=str(tmp_path / "reports"), FLEXBILL_GX_DIR=str(tmp_path / "gx")
+    )
     preview = flexbill("run", "--date", str(D), "--dry-run", env=env)
     assert preview.returncode == 0, preview.stderr
     assert checksum(engine) == before, "the dry run changed the database"
@@ -113,8 +119,10 @@ def test_the_checksum_sees_a_change(db_url):
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:  # a rolled-back insert still moves the sequence
             tx = conn.begin()
-            conn.execute(s.suspension_events.insert(), {"customer_id": 1, "occurred_at": datetime(2024, 1, 1),
-                                                        "action": "suspend", "source": "manual"})
+            conn.execute(
+                s.suspension_events.insert(),
+                {"customer_id": 1, "occurred_at": datetime(2024, 1, 1), "action": "suspend", "source": "manual"},
+            )
             tx.rollback()
         after = checksum(engine)
         assert after["suspension_events"] == before["suspension_events"]

@@ -79,12 +79,16 @@ def databases(dialect: str, count: int, tmp_path_factory):
 def outputs_of(engine, d: date) -> dict:
     """How many rows of each output of date d there are."""
     with engine.connect() as conn:
+
         def count(sql):
             return conn.execute(text(sql), {"d": d}).scalar()
+
         return {
             "invoices": count("select count(*) from invoices where billing_date = :d"),
-            "invoice_lines": count("select count(*) from invoice_lines l join invoices i "
-                                   "on i.invoice_id = l.invoice_id where i.billing_date = :d"),
+            "invoice_lines": count(
+                "select count(*) from invoice_lines l join invoices i "
+                "on i.invoice_id = l.invoice_id where i.billing_date = :d"
+            ),
             "skipped_contracts": count("select count(*) from skipped_contracts where billing_date = :d"),
             "quarantine": count("select count(*) from quarantine where billing_date = :d"),
             "active_user_report": count("select count(*) from active_user_report where report_date = :d"),
@@ -94,8 +98,14 @@ def outputs_of(engine, d: date) -> dict:
 
 def duplicate_periods(engine) -> list:
     with engine.connect() as conn:
-        return list(conn.execute(text("select contract_id, period_start, count(*) from invoice_lines "
-                                      "group by contract_id, period_start having count(*) > 1")))
+        return list(
+            conn.execute(
+                text(
+                    "select contract_id, period_start, count(*) from invoice_lines "
+                    "group by contract_id, period_start having count(*) > 1"
+                )
+            )
+        )
 
 
 def test_the_scenario_writes_every_kind_of_output(tmp_path_factory):
@@ -163,14 +173,27 @@ class Killed(Job):
 class Race(Job):
     """A run and a manual suspend of customer 1 started at the same instant."""
 
-    ARGS = ("suspend", "--customer", "1", "--actor", "ops@example.com", "--reason", "race",
-            "--at", SUSPEND_AT.isoformat() + "Z", "--backdate")  # dated inside D: a race with D's run
+    ARGS = (
+        "suspend",
+        "--customer",
+        "1",
+        "--actor",
+        "ops@example.com",
+        "--reason",
+        "race",
+        "--at",
+        SUSPEND_AT.isoformat() + "Z",
+        "--backdate",
+    )  # dated inside D: a race with D's run
 
     def __init__(self, url):
         self.url = url
 
     def start(self, cwd):
-        self.procs = [start("run", "--date", D.isoformat(), db=self.url, cwd=cwd), start(*self.ARGS, db=self.url, cwd=cwd)]
+        self.procs = [
+            start("run", "--date", D.isoformat(), db=self.url, cwd=cwd),
+            start(*self.ARGS, db=self.url, cwd=cwd),
+        ]
 
     def finish(self):
         self.results = [p.wait() for p in self.procs]
@@ -227,12 +250,20 @@ def launched(tmp_path_factory):
             run_billing_date(suspend_first[1], D)
             two, race, locked, *kills = rest
             out[dialect] = {
-                "ref": ref[1], "run first": run_first[1], "suspend first": suspend_first[1],
-                "two runs": TwoRuns(two[0]), "race": Race(race[0]), "locked": RunHoldingTheLock(*locked),
+                "ref": ref[1],
+                "run first": run_first[1],
+                "suspend first": suspend_first[1],
+                "two runs": TwoRuns(two[0]),
+                "race": Race(race[0]),
+                "locked": RunHoldingTheLock(*locked),
                 **{("killed", p): Killed(u, p) for p, (u, _) in zip(PAUSE_POINTS, kills)},
             }
-            out[dialect]["engines"] = {"two runs": two[1], "race": race[1], "locked": locked[1],
-                                       **{("killed", p): e for p, (_, e) in zip(PAUSE_POINTS, kills)}}
+            out[dialect]["engines"] = {
+                "two runs": two[1],
+                "race": race[1],
+                "locked": locked[1],
+                **{("killed", p): e for p, (_, e) in zip(PAUSE_POINTS, kills)},
+            }
             out[dialect]["before"] = {k: dump(e) for k, e in out[dialect]["engines"].items()}
         jobs = [job for d in out.values() for job in d.values() if isinstance(job, Job)]
         cwd = tmp_path_factory.mktemp("cwd")

@@ -19,15 +19,41 @@ from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.documents import checksum
 from tests.integration.test_cli import one_line_error
-from tests.integration.test_exactly_once import D, D0, scenario
+from tests.integration.test_exactly_once import D0, D, scenario
 from tests.processes import clean_env, flexbill
 
 D1 = date(2024, 3, 2)
-TOP_LEVEL = {"version", "contract_id", "billing_date", "verdict", "summary", "customer_id", "plan_id", "location_id",
-             "start_date", "cancellation_date", "next_invoice_date", "run", "customer", "quarantine", "skipped",
-             "periods", "next_period"}
-PERIOD_FIELDS = {"period_start", "period_end", "amount", "state", "why", "billing_date", "invoice_id",
-                 "invoice_number", "invoice_status", "credited"}
+TOP_LEVEL = {
+    "version",
+    "contract_id",
+    "billing_date",
+    "verdict",
+    "summary",
+    "customer_id",
+    "plan_id",
+    "location_id",
+    "start_date",
+    "cancellation_date",
+    "next_invoice_date",
+    "run",
+    "customer",
+    "quarantine",
+    "skipped",
+    "periods",
+    "next_period",
+}
+PERIOD_FIELDS = {
+    "period_start",
+    "period_end",
+    "amount",
+    "state",
+    "why",
+    "billing_date",
+    "invoice_id",
+    "invoice_number",
+    "invoice_status",
+    "credited",
+}
 
 
 @pytest.fixture
@@ -54,14 +80,24 @@ def test_a_billed_contract_names_the_invoice_of_each_period_and_the_next_one(bil
     periods = by_start(x)
     assert list(periods) == ["2024-01-20", "2024-02-01", "2024-03-01"]
     first, second, third = periods.values()
-    assert (first.state, first.billing_date, first.amount, first.period_end) == ("billed_earlier", str(D0), "38.71",
-                                                                                 "2024-02-01")
+    assert (first.state, first.billing_date, first.amount, first.period_end) == (
+        "billed_earlier",
+        str(D0),
+        "38.71",
+        "2024-02-01",
+    )
     assert first.invoice_number == second.invoice_number == "1-000001"
-    assert (third.state, third.billing_date, third.invoice_status, third.amount) == ("billed", str(D), "finalized",
-                                                                                     "100.00")
+    assert (third.state, third.billing_date, third.invoice_status, third.amount) == (
+        "billed",
+        str(D),
+        "finalized",
+        "100.00",
+    )
     assert f"billed on {D} by invoice {third.invoice_number}" in third.why
-    assert x.next_period == {"start": "2024-04-01", "why": "not yet due: it starts on 2024-04-01, so the run of "
-                                                           "2024-04-01 bills it"}
+    assert x.next_period == {
+        "start": "2024-04-01",
+        "why": "not yet due: it starts on 2024-04-01, so the run of 2024-04-01 bills it",
+    }
 
 
 def test_a_suspended_customer_says_since_when_by_which_event(billed):
@@ -87,7 +123,9 @@ def test_archived_quarantined_before_flexbill_and_cancelled(billed):
 
     quarantined = explain(billed, 6, D)
     assert quarantined.verdict == "quarantined" and quarantined.periods == []
-    assert quarantined.quarantine[0]["source_table"] == "contracts" and "quantity 0" in quarantined.quarantine[0]["reason"]
+    assert (
+        quarantined.quarantine[0]["source_table"] == "contracts" and "quantity 0" in quarantined.quarantine[0]["reason"]
+    )
 
     before = explain(billed, 20, D)
     states = {p.period_start: p.state for p in before.periods}
@@ -131,8 +169,10 @@ def test_explain_reads_only_and_refuses_an_unknown_contract_or_a_date_without_ru
     assert checksum(billed) == before
 
     assert "contract 999 does not exist" in one_line_error(
-        flexbill("explain", "--contract", "999", "--date", str(D), env=clean_env(db_url)))
+        flexbill("explain", "--contract", "999", "--date", str(D), env=clean_env(db_url))
+    )
     assert "2024-05-01 has no billing run" in one_line_error(
-        flexbill("explain", "--contract", "1", "--date", "2024-05-01", env=clean_env(db_url)))
+        flexbill("explain", "--contract", "1", "--date", "2024-05-01", env=clean_env(db_url))
+    )
     with pytest.raises(InputError):
         explain(billed, 1, date(2024, 5, 1))

@@ -20,7 +20,7 @@ from flexbill.finance_report import history, write_report
 from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.integration.test_finance_report import body, money, parse
-from tests.reliability.world import D, D0, scenario
+from tests.reliability.world import D0, D, scenario
 
 
 @pytest.fixture
@@ -58,8 +58,10 @@ def test_the_reconciliation_is_billing_runs_own(world, tmp_path):
     with world.connect() as conn:
         run = conn.execute(select(s.billing_runs).where(s.billing_runs.c.billing_date == D)).mappings().one()
     line = page.ids["reconciliation-line"]
-    assert line.startswith(f"{run['contracts_owed']} contracts with owed periods = {run['contracts_invoiced']} "
-                           f"invoiced + {run['contracts_skipped']} skipped")
+    assert line.startswith(
+        f"{run['contracts_owed']} contracts with owed periods = {run['contracts_invoiced']} "
+        f"invoiced + {run['contracts_skipped']} skipped"
+    )
     assert f"{run['contracts_quarantined']} quarantined contracts held back" in line
     assert page.ids["reconciliation-result"] == "passed"
 
@@ -70,20 +72,27 @@ def test_archived_contracts_are_not_billed_and_suspended_ones_stay_owed(world, t
     assert outcomes["7"] == "not billed, archived"  # customer 7 is archived
     assert outcomes["11"] == "suspended: stays owed"
     with world.connect() as conn:
-        assert len(outcomes) == len(conn.execute(select(s.skipped_contracts).where(
-            s.skipped_contracts.c.billing_date == D)).all())
+        assert len(outcomes) == len(
+            conn.execute(select(s.skipped_contracts).where(s.skipped_contracts.c.billing_date == D)).all()
+        )
 
 
 def test_the_date_s_invoices_and_late_lines_are_on_the_page(world, tmp_path):
     _, page = page_of(world, D, tmp_path)
     with world.connect() as conn:
-        invoices = conn.execute(select(s.invoices.c.number, s.invoices.c.total).where(
-            s.invoices.c.billing_date == D).order_by(s.invoices.c.number)).all()
+        invoices = conn.execute(
+            select(s.invoices.c.number, s.invoices.c.total)
+            .where(s.invoices.c.billing_date == D)
+            .order_by(s.invoices.c.number)
+        ).all()
     shown = [(row[0], money(row[6])) for row in body(page, "invoice-list")]
     assert shown == [(n, Decimal(str(t))) for n, t in invoices]
     late = body(page, "late-lines")
-    assert late and {row[4] for row in late} <= {"back-billed after a lift", "late (dates not run)",
-                                                 "late (recorded or fixed later)"}
+    assert late and {row[4] for row in late} <= {
+        "back-billed after a lift",
+        "late (dates not run)",
+        "late (recorded or fixed later)",
+    }
     assert sum(int(row[2]) for row in body(page, "back-billed")) == len(late)
 
 
@@ -91,22 +100,29 @@ def test_exports_hold_lines_and_parquet_equals_the_tables(world, tmp_path):
     path, _ = page_of(world, D, tmp_path)
     folder = path.parent
     with world.connect() as conn:
-        lines = conn.execute(select(s.invoice_lines.c.invoice_id, s.invoice_lines.c.contract_id,
-                                    s.invoice_lines.c.amount).join(s.invoices, s.invoices.c.invoice_id ==
-                                                                   s.invoice_lines.c.invoice_id)
-                             .where(s.invoices.c.billing_date == D)).all()
-        invoices = conn.execute(select(s.invoices.c.invoice_id, s.invoices.c.total, s.invoices.c.number).where(
-            s.invoices.c.billing_date == D)).all()
+        lines = conn.execute(
+            select(s.invoice_lines.c.invoice_id, s.invoice_lines.c.contract_id, s.invoice_lines.c.amount)
+            .join(s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id)
+            .where(s.invoices.c.billing_date == D)
+        ).all()
+        invoices = conn.execute(
+            select(s.invoices.c.invoice_id, s.invoices.c.total, s.invoices.c.number).where(
+                s.invoices.c.billing_date == D
+            )
+        ).all()
     rows = list(csv.DictReader((folder / "invoice_lines.csv").open()))
-    assert sorted((r["invoice_id"], int(r["contract_id"]), Decimal(r["amount"])) for r in rows) == \
-        sorted((i, c, Decimal(str(a))) for i, c, a in lines)
+    assert sorted((r["invoice_id"], int(r["contract_id"]), Decimal(r["amount"])) for r in rows) == sorted(
+        (i, c, Decimal(str(a))) for i, c, a in lines
+    )
     table = pq.read_table(folder / "invoices.parquet").to_pylist()
-    assert sorted((r["invoice_id"], r["total"], r["number"]) for r in table) == \
-        sorted((i, Decimal(str(t)).quantize(Decimal("0.01")), n) for i, t, n in invoices)
+    assert sorted((r["invoice_id"], r["total"], r["number"]) for r in table) == sorted(
+        (i, Decimal(str(t)).quantize(Decimal("0.01")), n) for i, t, n in invoices
+    )
     assert isinstance(table[0]["total"], Decimal) and isinstance(table[0]["billing_date"], date)
     for name in ("invoice_lines", "credit_notes", "skipped", "quarantine"):
-        assert pq.read_table(folder / f"{name}.parquet").num_rows == len(list(csv.DictReader(
-            (folder / f"{name}.csv").open())))
+        assert pq.read_table(folder / f"{name}.parquet").num_rows == len(
+            list(csv.DictReader((folder / f"{name}.csv").open()))
+        )
 
 
 def test_a_date_never_run_shows_no_passed_badge_and_its_gap_on_the_chart(world, tmp_path):

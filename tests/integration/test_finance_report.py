@@ -15,7 +15,6 @@ import subprocess
 from datetime import datetime
 from decimal import Decimal
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
@@ -26,7 +25,7 @@ from flexbill.db.connect import init_db, make_engine
 from flexbill.finance_report import split_reason, write_report
 from flexbill.runner import run_billing_date
 from tests.builders import Operator
-from tests.integration.test_exactly_once import D, D0, scenario
+from tests.integration.test_exactly_once import D0, D, scenario
 from tests.processes import ROOT, clean_env, flexbill
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -131,19 +130,38 @@ def test_page_figures_equal_the_output_tables(db_url, tmp_path):
     page = parse(path.read_text())
     i, li, k, q, r = s.invoices, s.invoice_lines, s.skipped_contracts, s.quarantine, s.active_user_report
     with engine.connect() as conn:
-        by_currency = conn.execute(select(i.c.currency, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax),
-                                          func.sum(i.c.total)).where(i.c.billing_date == D)
-                                   .group_by(i.c.currency)).all()
-        skipped = conn.execute(select(k.c.reason, func.count(), func.sum(k.c.owed_periods))
-                               .where(k.c.billing_date == D).group_by(k.c.reason)).all()
+        by_currency = conn.execute(
+            select(i.c.currency, func.count(), func.sum(i.c.subtotal), func.sum(i.c.tax), func.sum(i.c.total))
+            .where(i.c.billing_date == D)
+            .group_by(i.c.currency)
+        ).all()
+        skipped = conn.execute(
+            select(k.c.reason, func.count(), func.sum(k.c.owed_periods))
+            .where(k.c.billing_date == D)
+            .group_by(k.c.reason)
+        ).all()
         quarantined = conn.execute(select(q.c.source_table, q.c.row_id).where(q.c.billing_date == D)).all()
-        report = conn.execute(select(r.c.location_id, r.c.members, r.c.active_users, r.c.suspended_members,
-                                     r.c.suspended_with_portal_access, r.c.contacts)
-                              .where(r.c.report_date == D).order_by(r.c.location_id)).all()
-        back = conn.execute(select(func.count(), func.sum(li.c.amount)).select_from(
-            li.join(i, i.c.invoice_id == li.c.invoice_id)).where(i.c.billing_date == D, li.c.period_start < D)).one()
+        report = conn.execute(
+            select(
+                r.c.location_id,
+                r.c.members,
+                r.c.active_users,
+                r.c.suspended_members,
+                r.c.suspended_with_portal_access,
+                r.c.contacts,
+            )
+            .where(r.c.report_date == D)
+            .order_by(r.c.location_id)
+        ).all()
+        back = conn.execute(
+            select(func.count(), func.sum(li.c.amount))
+            .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+            .where(i.c.billing_date == D, li.c.period_start < D)
+        ).one()
     assert by_currency and skipped and quarantined and back[0] > 0  # the scenario has every kind of output
-    shown = {row[0]: (int(row[1]), money(row[2]), money(row[3]), money(row[4])) for row in body(page, "currency-totals")}
+    shown = {
+        row[0]: (int(row[1]), money(row[2]), money(row[3]), money(row[4])) for row in body(page, "currency-totals")
+    }
     assert shown == {c: (n, Decimal(sub), Decimal(tax), Decimal(tot)) for c, n, sub, tax, tot in by_currency}
     shown_skips = {}
     for reason, _, contracts, periods, _ in body(page, "skipped-table"):
@@ -151,8 +169,9 @@ def test_page_figures_equal_the_output_tables(db_url, tmp_path):
         shown_skips[reason] = (n + int(contracts), p + int(periods))
     assert shown_skips == {reason: (n, int(p)) for reason, n, p in skipped}
     assert {(row[0].split()[0], int(row[0].split()[1])) for row in body(page, "quarantine-table")} == set(quarantined)
-    assert [[int(row[0].split()[0]), *map(int, row[1:])] for row in body(page, "active-users-table")] == \
-        [list(row) for row in report]
+    assert [[int(row[0].split()[0]), *map(int, row[1:])] for row in body(page, "active-users-table")] == [
+        list(row) for row in report
+    ]
     back_rows = body(page, "back-billed")
     assert sum(int(row[2]) for row in back_rows) == back[0]
     assert sum(money(row[3]) for row in back_rows) == Decimal(back[1])
@@ -175,10 +194,15 @@ def test_csv_exports_hold_the_dates_rows(tmp_path):
     engine = billed(f"sqlite:///{tmp_path / 'db.sqlite'}")
     folder = write_report(engine, D, tmp_path / "reports", tmp_path / "gx").parent
     with engine.connect() as conn:
-        invoices = conn.execute(select(s.invoices.c.invoice_id, s.invoices.c.total)
-                                .where(s.invoices.c.billing_date == D).order_by(s.invoices.c.invoice_id)).all()
+        invoices = conn.execute(
+            select(s.invoices.c.invoice_id, s.invoices.c.total)
+            .where(s.invoices.c.billing_date == D)
+            .order_by(s.invoices.c.invoice_id)
+        ).all()
         skips = conn.execute(select(func.count()).where(s.skipped_contracts.c.billing_date == D)).scalar_one()
-        quarantined = conn.execute(select(s.quarantine.c.reason).where(s.quarantine.c.billing_date == D)).scalars().all()
+        quarantined = (
+            conn.execute(select(s.quarantine.c.reason).where(s.quarantine.c.billing_date == D)).scalars().all()
+        )
     rows = list(csv.DictReader((folder / "invoices.csv").open()))
     assert [(r["invoice_id"], Decimal(r["total"])) for r in rows] == [(a, Decimal(t)) for a, t in invoices]
     assert len(list(csv.DictReader((folder / "skipped.csv").open()))) == skips > 0
@@ -226,14 +250,22 @@ def test_committed_suites_are_the_ones_the_code_checks():
         assert all(e["meta"]["finance"] and e["meta"]["reason"] for e in committed["expectations"])
 
 
-@pytest.mark.parametrize("reason, problem, fix", [
-    ("quantity 0 is not positive: set contracts.quantity to 1 or more",
-     "quantity 0 is not positive", "set contracts.quantity to 1 or more"),
-    ("depends on quarantined plan 3 (price -1.00 is negative: set plans.price to 0 or more)",
-     "depends on quarantined plan 3 (price -1.00 is negative: set plans.price to 0 or more)",
-     "fix plan 3 (listed here): this row is billed again once its plan passes"),
-    ("something odd", "something odd", "correct the row in the billing database, then rerun the date"),
-])
+@pytest.mark.parametrize(
+    "reason, problem, fix",
+    [
+        (
+            "quantity 0 is not positive: set contracts.quantity to 1 or more",
+            "quantity 0 is not positive",
+            "set contracts.quantity to 1 or more",
+        ),
+        (
+            "depends on quarantined plan 3 (price -1.00 is negative: set plans.price to 0 or more)",
+            "depends on quarantined plan 3 (price -1.00 is negative: set plans.price to 0 or more)",
+            "fix plan 3 (listed here): this row is billed again once its plan passes",
+        ),
+        ("something odd", "something odd", "correct the row in the billing database, then rerun the date"),
+    ],
+)
 def test_each_quarantine_reason_splits_into_problem_and_fix(reason, problem, fix):
     assert split_reason(reason) == (problem, fix)
 
@@ -243,8 +275,17 @@ def test_flexbill_run_writes_the_report_and_hides_the_password(pg_database, tmp_
     url = pg_database.replace("postgresql://postgres@", "postgresql://postgres:S3cretPW@")  # trust auth ignores it
     engine = billed(url)
     out = tmp_path / "reports"
-    res = flexbill("run", "--date", str(D), "--out", str(out), "--gx-dir", str(tmp_path / "gx"), db=url,
-                   env=clean_env(url, FLEXBILL_REPORT="1"))
+    res = flexbill(
+        "run",
+        "--date",
+        str(D),
+        "--out",
+        str(out),
+        "--gx-dir",
+        str(tmp_path / "gx"),
+        db=url,
+        env=clean_env(url, FLEXBILL_REPORT="1"),
+    )
     assert res.returncode == 0, res.stderr
     page = out / D.isoformat() / "index.html"
     assert f"data-quality report: {page}" in res.stdout
@@ -266,25 +307,45 @@ def test_page_in_headless_chromium_offline(tmp_path):
     assert CHROMIUM, "Chromium is missing: `make test` installs Debian's chromium (apt-get install chromium)"
     engine = billed(f"sqlite:///{tmp_path / 'db.sqlite'}")
     path = write_report(engine, D, tmp_path / "reports", tmp_path / "gx")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}", "--hide-scrollbars", "--window-size=1200,2600"]
-    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--hide-scrollbars",
+        "--window-size=1200,2600",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     page = parse(dom)
     assert page.scripts == 0 and page.images == 0 and page.external == []  # markup stayed text; no CDN
     assert any(MARKUP in row[1] for row in body(page, "quarantine-table"))
-    assert "<title>flexbill data-quality report" in dom and "pwned" not in re.search(r"<title>(.*?)</title>", dom).group(1)
+    assert "<title>flexbill data-quality report" in dom and "pwned" not in re.search(
+        r"<title>(.*?)</title>", dom
+    ).group(1)
     with engine.connect() as conn:
-        totals = dict(conn.execute(select(s.invoices.c.currency, func.sum(s.invoices.c.total))
-                                   .where(s.invoices.c.billing_date == D).group_by(s.invoices.c.currency)).all())
-    assert {row[0]: money(row[4]) for row in body(page, "currency-totals")} == \
-        {c: Decimal(t) for c, t in totals.items()}
+        totals = dict(
+            conn.execute(
+                select(s.invoices.c.currency, func.sum(s.invoices.c.total))
+                .where(s.invoices.c.billing_date == D)
+                .group_by(s.invoices.c.currency)
+            ).all()
+        )
+    assert {row[0]: money(row[4]) for row in body(page, "currency-totals")} == {
+        c: Decimal(t) for c, t in totals.items()
+    }
     assert page.ids["reconciliation-result"] == "passed"
     assert "<svg" in dom  # the 30-date chart
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "finance-report.png"
     shot.unlink(missing_ok=True)
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120,
-                   check=True)
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120, check=True
+    )
     assert shot.stat().st_size > 20_000  # a real rendering, kept as the test artifact

@@ -11,9 +11,9 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from flexbill.clock import utcnow
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
-from flexbill.clock import utcnow
 from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.integration.test_cli import one_line_error
@@ -47,11 +47,16 @@ def billed(db_url):
 def events(engine, customer: int) -> list[tuple]:
     e = s.suspension_events
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(e.c.id, e.c.action, e.c.occurred_at)
-                                               .where(e.c.customer_id == customer).order_by(e.c.id))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                select(e.c.id, e.c.action, e.c.occurred_at).where(e.c.customer_id == customer).order_by(e.c.id)
+            )
+        ]
 
 
 # ---------------------------------------------------------------- events in time
+
 
 def test_an_event_in_the_future_needs_future_and_a_typo_is_voided_not_a_lockout(billed):
     url, engine = billed
@@ -106,8 +111,10 @@ def test_an_event_now_says_which_billing_date_it_first_counts_for(billed):
     ok = flexbill("suspend", "--customer", "3", "--actor", "ana@op.example", env=clean_env(url))
     assert ok.returncode == 0, ok.stderr
     today = utcnow().date()
-    assert f"first counts for billing date {today}" in ok.stdout or \
-        f"first counts for billing date {today + timedelta(days=1)}" in ok.stdout  # run across midnight
+    assert (
+        f"first counts for billing date {today}" in ok.stdout
+        or f"first counts for billing date {today + timedelta(days=1)}" in ok.stdout
+    )  # run across midnight
 
 
 def test_voiding_refuses_rule_events_and_unknown_or_huge_ids(billed):
@@ -115,8 +122,12 @@ def test_voiding_refuses_rule_events_and_unknown_or_huge_ids(billed):
     op = Operator(engine)
     op.event(1, datetime(2024, 2, 1), source="plan", trigger_key="plan:1")
     rule_event = events(engine, 1)[0][0]
-    results = run_all([(("void-event", "--id", i, "--actor", "ana@op.example", "--reason", "r"),
-                        {"env": clean_env(url)}) for i in (str(rule_event), "999", "9223372036854775808")])
+    results = run_all(
+        [
+            (("void-event", "--id", i, "--actor", "ana@op.example", "--reason", "r"), {"env": clean_env(url)})
+            for i in (str(rule_event), "999", "9223372036854775808")
+        ]
+    )
     assert "not by a person" in one_line_error(results[0])
     assert "event 999 does not exist" in one_line_error(results[1])
     assert "does not exist" in one_line_error(results[2])
@@ -124,13 +135,16 @@ def test_voiding_refuses_rule_events_and_unknown_or_huge_ids(billed):
 
 # ---------------------------------------------------------------- runs in time
 
+
 def test_a_run_whose_cutoff_is_ahead_is_refused_unless_allow_future(tmp_path):
     url = f"sqlite:///{tmp_path / 'f.sqlite'}"
     operator(url).dispose()
     tomorrow = utcnow().date() + timedelta(days=1)
     today = utcnow().date()
-    results = run_all([(("run", "--date", str(d)), {"env": clean_env(url)}) for d in (today, tomorrow)]
-                      + [(("backfill", "--from", str(D3), "--to", str(tomorrow)), {"env": clean_env(url)})])
+    results = run_all(
+        [(("run", "--date", str(d)), {"env": clean_env(url)}) for d in (today, tomorrow)]
+        + [(("backfill", "--from", str(D3), "--to", str(tomorrow)), {"env": clean_env(url)})]
+    )
     for res in results:
         assert "cannot be billed yet" in one_line_error(res) and "--allow-future" in res.stderr
     ok = flexbill("run", "--date", str(tomorrow), "--allow-future", env=clean_env(url))
@@ -153,8 +167,10 @@ def test_a_run_after_dates_never_run_warns_and_labels_their_periods_late_not_aft
     run_billing_date(engine, D1)
     res = flexbill("run", "--date", "2024-03-22", env=clean_env(url))
     assert res.returncode == 0, res.stderr
-    assert ("warning: 2024-03-21 has no published run: the 20 dates 2024-03-02..2024-03-21 were never published "
-            "(last published: 2024-03-01)") in res.stdout
+    assert (
+        "warning: 2024-03-21 has no published run: the 20 dates 2024-03-02..2024-03-21 were never published "
+        "(last published: 2024-03-01)"
+    ) in res.stdout
     # customer 1's weekly periods of 03-08 and 03-15 are late because nobody ran those dates; customer 2's
     # periods of 03-01..03-15 were skipped on D1 while suspended, then lifted
     assert "3 back-billed after a lift, 2 late (dates not run)" in res.stdout
@@ -164,17 +180,19 @@ def test_a_run_after_dates_never_run_warns_and_labels_their_periods_late_not_aft
 
 # ---------------------------------------------------------------- databases
 
+
 def test_a_missing_sqlite_file_or_an_empty_db_is_an_error_and_nothing_is_created(tmp_path):
     missing = tmp_path / "nowhere" / "billing.sqlite"
     env = clean_env()
-    results = run_all([(("run", "--date", str(D1), "--db", f"sqlite:///{missing}"), {"env": env}),
-                       (("suspend", "--customer", "1", "--actor", "ana@op.example", "--db", f"sqlite:///{missing}"),
-                        {"env": env}),
-                       (("run", "--date", str(D1), "--db", ""), {"env": env}),
-                       (("run", "--date", str(D1), "--db", "postgresql+asyncpg://postgres@127.0.0.1/x"),
-                        {"env": env}),
-                       (("run", "--date", str(D1), "--db", "postgresql+pg8000://postgres@127.0.0.1/x"),
-                        {"env": env})])
+    results = run_all(
+        [
+            (("run", "--date", str(D1), "--db", f"sqlite:///{missing}"), {"env": env}),
+            (("suspend", "--customer", "1", "--actor", "ana@op.example", "--db", f"sqlite:///{missing}"), {"env": env}),
+            (("run", "--date", str(D1), "--db", ""), {"env": env}),
+            (("run", "--date", str(D1), "--db", "postgresql+asyncpg://postgres@127.0.0.1/x"), {"env": env}),
+            (("run", "--date", str(D1), "--db", "postgresql+pg8000://postgres@127.0.0.1/x"), {"env": env}),
+        ]
+    )
     for res in results[:2]:
         line = one_line_error(res)
         assert str(missing) in line and "flexbill init-db" in line
@@ -188,20 +206,27 @@ def test_a_missing_sqlite_file_or_an_empty_db_is_an_error_and_nothing_is_created
 
 # ---------------------------------------------------------------- one error line, never a traceback
 
-@pytest.mark.parametrize("args, words", [
-    (("run", "--date", "9999-12-31"), "outside the dates flexbill bills"),
-    (("run", "--date", "0001-01-01"), "outside the dates flexbill bills"),
-    (("suspend", "--customer", "1", "--actor", "bob"), "does not say who"),
-    (("suspend", "--customer", "1", "--actor", "--reason"), "looks like an option"),
-    (("lift", "--customer", "1", "--actor", "-x"), "looks like an option"),
-    (("finalize", "--through", "2024-03-01", "--actor", "bob"), "does not say who"),
-    (("suspend", "--customer", "1", "--actor", "ana@op.example", "--at", "9999-12-31T00:00:00Z"), "outside the dates"),
-    (("suspend", "--customer", "1", "--actor", "ana@op.example", "--future"), "--future needs an explicit --at"),
-    (("run", "--dat", "2024-03-01"), "No such option: --dat"),
-    (("run",), "Missing option '--date'"),
-    (("suspend", "--customer", "one", "--actor", "ana@op.example"), "Invalid value for '--customer'"),
-    (("nonsense",), "No such command 'nonsense'"),
-])
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("run", "--date", "9999-12-31"), "outside the dates flexbill bills"),
+        (("run", "--date", "0001-01-01"), "outside the dates flexbill bills"),
+        (("suspend", "--customer", "1", "--actor", "bob"), "does not say who"),
+        (("suspend", "--customer", "1", "--actor", "--reason"), "looks like an option"),
+        (("lift", "--customer", "1", "--actor", "-x"), "looks like an option"),
+        (("finalize", "--through", "2024-03-01", "--actor", "bob"), "does not say who"),
+        (
+            ("suspend", "--customer", "1", "--actor", "ana@op.example", "--at", "9999-12-31T00:00:00Z"),
+            "outside the dates",
+        ),
+        (("suspend", "--customer", "1", "--actor", "ana@op.example", "--future"), "--future needs an explicit --at"),
+        (("run", "--dat", "2024-03-01"), "No such option: --dat"),
+        (("run",), "Missing option '--date'"),
+        (("suspend", "--customer", "one", "--actor", "ana@op.example"), "Invalid value for '--customer'"),
+        (("nonsense",), "No such command 'nonsense'"),
+    ],
+)
 def test_bad_input_is_one_error_line_and_exit_1(billed, args, words):
     url, engine = billed
     before = dump(engine)
@@ -214,8 +239,12 @@ def test_bad_input_is_one_error_line_and_exit_1(billed, args, words):
 def test_ids_beyond_the_integer_range_do_not_exist(billed):
     url, _ = billed
     huge = "2147483648" if url.startswith("postgresql") else "9223372036854775808"
-    results = run_all([(("suspend", "--customer", huge, "--actor", "ana@op.example"), {"env": clean_env(url)}),
-                       (("explain", "--contract", huge, "--date", str(D1)), {"env": clean_env(url)})])
+    results = run_all(
+        [
+            (("suspend", "--customer", huge, "--actor", "ana@op.example"), {"env": clean_env(url)}),
+            (("explain", "--contract", huge, "--date", str(D1)), {"env": clean_env(url)}),
+        ]
+    )
     assert f"customer {huge} does not exist" in one_line_error(results[0])
     assert f"contract {huge} does not exist" in one_line_error(results[1])
 
@@ -234,6 +263,7 @@ def test_version_help_examples_and_unwrapped_output(billed):
 
 
 # ---------------------------------------------------------------- the demo
+
 
 def test_demo_with_ten_customers_works_and_refuses_a_database_that_holds_data(tmp_path):
     small = f"sqlite:///{tmp_path / 'small.sqlite'}"

@@ -12,7 +12,7 @@ note, and each finalized row is compared byte for byte (every column cast to tex
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -50,9 +50,11 @@ def build(url: str):
 
 
 def finalized_state(engine) -> dict:
-    return {"invoices": exact_rows(engine, "invoices", "invoice_id"),
-            "invoice_lines": _lines(engine),
-            "credit_notes": exact_rows(engine, "credit_notes", "credit_note_id")}
+    return {
+        "invoices": exact_rows(engine, "invoices", "invoice_id"),
+        "invoice_lines": _lines(engine),
+        "credit_notes": exact_rows(engine, "credit_notes", "credit_note_id"),
+    }
 
 
 def _lines(engine) -> dict:
@@ -72,7 +74,10 @@ def assert_survived(before: dict, after: dict) -> None:
         now = after["invoices"][key]
         changed = {c for c in row if row[c] != now[c]}
         if changed:
-            assert changed == {"status"} and "finalized" in row["status"] and "credited" in now["status"], (key, changed)
+            assert changed == {"status"} and "finalized" in row["status"] and "credited" in now["status"], (
+                key,
+                changed,
+            )
     finalized = {k for k, r in before["invoices"].items() if "draft" not in r["status"]}
     for key, row in before["invoice_lines"].items():
         if row["invoice_id"] in finalized:
@@ -154,7 +159,8 @@ def test_the_one_change_allowed_is_a_correction_that_credits_with_its_credit_not
     with engine.begin() as conn:  # what a correction does, by hand: the credit note, then the status
         conn.exec_driver_sql(
             "insert into credit_notes values ('CN-X', '2-C000001', 'INV-20240301-0000003', 3, 2, '2024-03-01', "
-            "'2024-04-01 00:00:00', 'GBP', 80, 8, 88, 'manual test')")
+            "'2024-04-01 00:00:00', 'GBP', 80, 8, 88, 'manual test')"
+        )
         conn.exec_driver_sql("update invoices set status = 'credited' where invoice_id = 'INV-20240301-0000003'")
     after = finalized_state(engine)
     assert_survived(before, after)
@@ -163,12 +169,14 @@ def test_the_one_change_allowed_is_a_correction_that_credits_with_its_credit_not
         assert conn.execute(text("select count(*) from billed_periods where contract_id = 3")).scalar_one() == 0
 
 
-def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte(documents, db_url, tmp_path,
-                                                                                  monkeypatch):
+def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte(
+    documents, db_url, tmp_path, monkeypatch
+):
     engine = documents
     before = finalized_state(engine)
-    env = clean_env(db_url, FLEXBILL_REPORT="1", FLEXBILL_REPORT_DIR=str(tmp_path / "reports"),
-                    FLEXBILL_GX_DIR=str(tmp_path / "gx"))
+    env = clean_env(
+        db_url, FLEXBILL_REPORT="1", FLEXBILL_REPORT_DIR=str(tmp_path / "reports"), FLEXBILL_GX_DIR=str(tmp_path / "gx")
+    )
     commands = [
         ("init-db",),
         ("run", "--date", str(D1)),
@@ -198,7 +206,7 @@ def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte
     monkeypatch.setenv("FLEXBILL_GX_DIR", str(tmp_path / "dag-gx"))
     with engine.begin() as conn:
         conn.execute(update(s.plans).where(s.plans.c.id == 2).values(price=Decimal("81.00")))
-    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
     run_id = "immutability-dag-run"
     locations = airflow_steps.extract_snapshot(start, run_id)["locations"]
     for rule in airflow_steps.RULES:
@@ -213,8 +221,15 @@ def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte
     airflow_steps.data_quality_report(start)
     airflow_steps.finalize_grace(start)
     airflow_steps.finalize({"through": str(D3), "actor": "fin@op.example"})
-    airflow_steps.manual_event({"customer_id": 2, "action": "suspend", "actor": "ops@op.example", "backdate": True,
-                                "at": (datetime(2024, 3, 3, 12)).isoformat()})
+    airflow_steps.manual_event(
+        {
+            "customer_id": 2,
+            "action": "suspend",
+            "actor": "ops@op.example",
+            "backdate": True,
+            "at": (datetime(2024, 3, 3, 12)).isoformat(),
+        }
+    )
     after = finalized_state(engine)
     assert_survived(before, after)
     assert len(after["credit_notes"]) >= len(before["credit_notes"]) + 2  # the fixes were corrected, not rewritten

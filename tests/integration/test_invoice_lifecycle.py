@@ -44,8 +44,9 @@ def operator(engine) -> Operator:
 
 
 def invoices(engine, **where) -> list[dict]:
-    return sorted(Operator(engine).rows(s.invoices, **where), key=lambda r: (r["billing_date"], r["customer_id"],
-                                                                             r["invoice_id"]))
+    return sorted(
+        Operator(engine).rows(s.invoices, **where), key=lambda r: (r["billing_date"], r["customer_id"], r["invoice_id"])
+    )
 
 
 def finalize_now(engine, through: date, actor: str = "fin@op.example"):
@@ -59,8 +60,11 @@ def test_a_run_finalizes_at_once_by_default_numbering_by_date_then_customer_per_
     backfill(engine, D1, D2)
     rows = invoices(engine)
     assert [(r["billing_date"], r["customer_id"], r["number"], r["status"], r["finalized_by"]) for r in rows] == [
-        (D1, 1, "1-000001", "finalized", "grace"), (D1, 3, "1-000002", "finalized", "grace"),
-        (D1, 4, "2-000001", "finalized", "grace"), (D2, 2, "1-000003", "finalized", "grace")]
+        (D1, 1, "1-000001", "finalized", "grace"),
+        (D1, 3, "1-000002", "finalized", "grace"),
+        (D1, 4, "2-000001", "finalized", "grace"),
+        (D2, 2, "1-000003", "finalized", "grace"),
+    ]
     assert all(r["finalized_at"] is not None and r["corrects"] is None for r in rows)
     assert_documents_consistent(engine)
 
@@ -80,9 +84,15 @@ def test_the_grace_period_keeps_drafts_until_their_date_is_old_enough(engine, mo
     assert {r["status"] for r in invoices(engine)} == {"draft"}
     summary = run_billing_date(engine, D3)  # D1 = D3 - 2 days: finalized now, the later ones wait
     assert summary.finalized.count == 3 and summary.finalized.dates == [D1]
-    assert [(r["billing_date"], r["status"], r["number"], r["finalized_by"]) for r in invoices(engine)
-            if r["billing_date"] == D1] == [(D1, "finalized", "1-000001", "grace"), (D1, "finalized", "1-000002", "grace"),
-                                            (D1, "finalized", "2-000001", "grace")]
+    assert [
+        (r["billing_date"], r["status"], r["number"], r["finalized_by"])
+        for r in invoices(engine)
+        if r["billing_date"] == D1
+    ] == [
+        (D1, "finalized", "1-000001", "grace"),
+        (D1, "finalized", "1-000002", "grace"),
+        (D1, "finalized", "2-000001", "grace"),
+    ]
     assert {r["status"] for r in invoices(engine) if r["billing_date"] > D1} == {"draft"}
     assert_documents_consistent(engine)
 
@@ -128,26 +138,50 @@ def test_a_rerun_after_a_price_fix_credits_the_finalized_invoice_and_issues_a_co
     assert summary.corrections.corrective == [("1-000004", "1-000001", Decimal("144.00"))]
 
     [note] = op.rows(s.credit_notes)
-    assert (note["credit_note_id"], note["invoice_id"], note["customer_id"], note["location_id"], note["billing_date"],
-            note["currency"], note["subtotal"], note["tax"], note["total"]) == (
-        "CN-INV-20240301-0000001", "INV-20240301-0000001", 1, 1, D1, "EUR", Decimal("100.00"), Decimal("20.00"),
-        Decimal("120.00"))
+    assert (
+        note["credit_note_id"],
+        note["invoice_id"],
+        note["customer_id"],
+        note["location_id"],
+        note["billing_date"],
+        note["currency"],
+        note["subtotal"],
+        note["tax"],
+        note["total"],
+    ) == (
+        "CN-INV-20240301-0000001",
+        "INV-20240301-0000001",
+        1,
+        1,
+        D1,
+        "EUR",
+        Decimal("100.00"),
+        Decimal("20.00"),
+        Decimal("120.00"),
+    )
     assert "1 line changed" in note["reason"] and "120.00 -> 144.00" in note["reason"]
     credited, corrective = invoices(engine, customer_id=1)
     assert (credited["status"], corrective["status"]) == ("credited", "finalized")
-    assert (corrective["invoice_id"], corrective["number"], corrective["corrects"], corrective["finalized_by"],
-            corrective["total"]) == ("INV-20240301-0000001-R1", "1-000004", "INV-20240301-0000001", "correction",
-                                     Decimal("144.00"))
+    assert (
+        corrective["invoice_id"],
+        corrective["number"],
+        corrective["corrects"],
+        corrective["finalized_by"],
+        corrective["total"],
+    ) == ("INV-20240301-0000001-R1", "1-000004", "INV-20240301-0000001", "correction", Decimal("144.00"))
     after = exact_rows(engine, "invoices", "invoice_id")
     for key, row in old.items():  # the credited invoice only changed status; the others not at all
         changed = {c for c in row if row[c] != after[key][c]}
         assert changed == ({"status"} if "INV-20240301-0000001" in key else set()), (key, changed)
     lines = [l for l in op.lines() if l["contract_id"] == 1]
     assert [(l["invoice_id"], l["unit_price"]) for l in lines] == [
-        ("INV-20240301-0000001", Decimal("100.00")), ("INV-20240301-0000001-R1", Decimal("120.00"))]
+        ("INV-20240301-0000001", Decimal("100.00")),
+        ("INV-20240301-0000001-R1", Decimal("120.00")),
+    ]
     with engine.connect() as conn:
-        assert conn.execute(select(s.billed_periods.c.invoice_id).where(
-            s.billed_periods.c.contract_id == 1)).scalars().all() == ["INV-20240301-0000001-R1"]
+        assert conn.execute(
+            select(s.billed_periods.c.invoice_id).where(s.billed_periods.c.contract_id == 1)
+        ).scalars().all() == ["INV-20240301-0000001-R1"]
     assert_documents_consistent(engine)
 
 
@@ -191,7 +225,8 @@ def test_a_credited_invoice_without_corrective_gets_a_fresh_id_when_its_date_bil
     rows = invoices(engine, customer_id=1)
     assert [(r["invoice_id"], r["status"], r["number"], r["corrects"]) for r in rows] == [
         ("INV-20240301-0000001", "credited", "1-000001", None),
-        ("INV-20240301-0000001-R1", "finalized", "1-000003", None)]  # a new draft, finalized by the run
+        ("INV-20240301-0000001-R1", "finalized", "1-000003", None),
+    ]  # a new draft, finalized by the run
     assert_documents_consistent(engine)
 
 
@@ -221,7 +256,10 @@ def test_a_corrective_invoice_is_corrected_again_by_a_second_fix(engine):
     assert [(r["invoice_id"], r["status"], r["corrects"]) for r in rows] == [
         ("INV-20240301-0000001", "credited", None),
         ("INV-20240301-0000001-R1", "credited", "INV-20240301-0000001"),
-        ("INV-20240301-0000001-R2", "finalized", "INV-20240301-0000001-R1")]
-    assert [n["number"] for n in sorted(op.rows(s.credit_notes), key=lambda n: n["number"])] == ["1-C000001",
-                                                                                                   "1-C000002"]
+        ("INV-20240301-0000001-R2", "finalized", "INV-20240301-0000001-R1"),
+    ]
+    assert [n["number"] for n in sorted(op.rows(s.credit_notes), key=lambda n: n["number"])] == [
+        "1-C000001",
+        "1-C000002",
+    ]
     assert_documents_consistent(engine)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Callable
 
 import pytest
 from sqlalchemy import text
@@ -76,8 +76,9 @@ def _event_id(op: Operator, customer_id: int, action: str) -> int:
 def plan_negative_price(op, n):
     op.plan(n, price="-5.00")
     op.contract(n, 1, n, start_date=D)
-    return Expect({("plans", n): ("plans.price", "-5.00"),
-                   ("contracts", n): (f"plan {n}",)}, unbilled=(n,))  # depends on the quarantined plan
+    return Expect(
+        {("plans", n): ("plans.price", "-5.00"), ("contracts", n): (f"plan {n}",)}, unbilled=(n,)
+    )  # depends on the quarantined plan
 
 
 @case
@@ -116,22 +117,25 @@ def contract_plan_currency_not_customers(op, n):
 def plan_both_invoice_every_set(op, n):
     op.plan(n, months=1, weeks=2)
     op.contract(n, 1, n, start_date=D)
-    return Expect({("plans", n): ("invoice_every_months", "invoice_every_weeks"),
-                   ("contracts", n): (f"plan {n}",)}, unbilled=(n,))
+    return Expect(
+        {("plans", n): ("invoice_every_months", "invoice_every_weeks"), ("contracts", n): (f"plan {n}",)}, unbilled=(n,)
+    )
 
 
 @case
 def plan_neither_invoice_every_set(op, n):
     op.plan(n, months=0, weeks=0)
     op.contract(n, 1, n, start_date=D)
-    return Expect({("plans", n): ("invoice_every_months", "invoice_every_weeks"),
-                   ("contracts", n): (f"plan {n}",)}, unbilled=(n,))
+    return Expect(
+        {("plans", n): ("invoice_every_months", "invoice_every_weeks"), ("contracts", n): (f"plan {n}",)}, unbilled=(n,)
+    )
 
 
 def _billing_day(day):
     def setup(op, n):
         op.contract(n, 1, 1, start_date=D, billing_day=day)
         return Expect({("contracts", n): ("billing_day", str(day), "1..28")}, unbilled=(n,))
+
     setup.__name__ = f"billing_day_{day}"
     return setup
 
@@ -169,8 +173,9 @@ def contract_missing_plan(op, n):
 def customer_missing_location(op, n):
     op.customer(n, location_id=9000 + n)
     op.contract(n, n, 1, start_date=D)
-    return Expect({("customers", n): ("location_id", str(9000 + n)),
-                   ("contracts", n): (f"customer {n}",)}, unbilled=(n,))  # depends on the quarantined customer
+    return Expect(
+        {("customers", n): ("location_id", str(9000 + n)), ("contracts", n): (f"customer {n}",)}, unbilled=(n,)
+    )  # depends on the quarantined customer
 
 
 @case
@@ -205,9 +210,14 @@ def crm_board_missing_location(op, n):
     op.board(n, location_id=9000 + n)
     op.stage(n, board_id=n, deactivate_account_since=T0)
     op.entry(n, n, n, entered_at=datetime(2024, 2, 1))  # would suspend customer n, but its stage is quarantined
-    return Expect({("crm_boards", n): ("location_id", str(9000 + n)),
-                   ("crm_stages", n): (f"board {n}",),
-                   ("crm_stage_entries", n): (f"stage {n}",)}, billed=(n,))
+    return Expect(
+        {
+            ("crm_boards", n): ("location_id", str(9000 + n)),
+            ("crm_stages", n): (f"board {n}",),
+            ("crm_stage_entries", n): (f"stage {n}",),
+        },
+        billed=(n,),
+    )
 
 
 @case
@@ -223,8 +233,11 @@ def lift_not_manual(op, n):
     op.event(n, datetime(2024, 2, 1), action="suspend", source="manual")
     op.event(n, datetime(2024, 2, 15), action="lift", source="plan")  # only a manual lift counts
     # the bad lift is ignored: customer n stays suspended, its contract is skipped, not invoiced
-    return Expect({("suspension_events", _event_id(op, n, "lift")): ("lift", "source", "plan", "manual")},
-                  unbilled=(n,), skipped={n: "suspended"})
+    return Expect(
+        {("suspension_events", _event_id(op, n, "lift")): ("lift", "source", "plan", "manual")},
+        unbilled=(n,),
+        skipped={n: "suspended"},
+    )
 
 
 @case
@@ -248,9 +261,14 @@ def customer_of_quarantined_location(op, n):
     op.location(n, currency="EUR", tax_rate="-0.2000")  # a negative tax rate
     op.customer(n, location_id=n)
     op.contract(n, n, 1, start_date=D)
-    return Expect({("locations", n): ("tax_rate", "-0.2"),
-                   ("customers", n): (f"location {n}",),
-                   ("contracts", n): (f"customer {n}",)}, unbilled=(n,))
+    return Expect(
+        {
+            ("locations", n): ("tax_rate", "-0.2"),
+            ("customers", n): (f"location {n}",),
+            ("contracts", n): (f"customer {n}",),
+        },
+        unbilled=(n,),
+    )
 
 
 def quarantine_of(op: Operator, d: date) -> dict:
@@ -279,6 +297,7 @@ def assert_reconciles(op: Operator, d: date) -> dict:
 @dataclass
 class World:
     """One database per dialect holding every case at once, run for D, rerun for D, then run for D_NEXT."""
+
     expects: dict
     error: str | None = None
     quarantine: dict = field(default_factory=dict)  # date -> {(table, id): reason}, after the first run of each
@@ -359,10 +378,12 @@ def test_the_rest_is_billed_and_each_run_reconciles(world):
     assert world.quarantine[D_NEXT] == world.quarantine[D]
     billed = {c for e in world.expects.values() for c in e.billed}
     assert sorted((l["contract_id"], l["period_start"], l["amount"]) for l in world.lines) == sorted(
-        [(1, D, Decimal("100.00"))] + [(c, D, Decimal("100.00")) for c in billed])
+        [(1, D, Decimal("100.00"))] + [(c, D, Decimal("100.00")) for c in billed]
+    )
     assert world.rerun_lines == world.lines
     assert {(l["contract_id"], l["period_start"]) for l in world.all_lines if l["billing_date"] == D_NEXT} == {
-        (c, D_NEXT) for c in billed | {1}}
+        (c, D_NEXT) for c in billed | {1}
+    }
     assert world.reconciled == {D: None, D_NEXT: None}
 
 
@@ -406,10 +427,18 @@ def test_contracts_with_owed_periods_reconcile_with_invoiced_skipped_and_quarant
     run_billing_date(engine, D)
     run = assert_reconciles(op, D)
     owed_by_hand = 3  # contracts 1, 2 and 3
-    assert (run["contracts_invoiced"], run["contracts_skipped"], run["contracts_quarantined"],
-            run["contracts_billed_later"]) == (1, 1, 1, 0)
-    assert owed_by_hand == (run["contracts_invoiced"] + run["contracts_skipped"] + run["contracts_quarantined"]
-                            + run["contracts_billed_later"])
+    assert (
+        run["contracts_invoiced"],
+        run["contracts_skipped"],
+        run["contracts_quarantined"],
+        run["contracts_billed_later"],
+    ) == (1, 1, 1, 0)
+    assert owed_by_hand == (
+        run["contracts_invoiced"]
+        + run["contracts_skipped"]
+        + run["contracts_quarantined"]
+        + run["contracts_billed_later"]
+    )
     assert run["contracts_owed"] + run["contracts_quarantined"] == owed_by_hand
 
 
@@ -517,8 +546,11 @@ def test_sqlite_timestamps_with_an_offset_are_converted_to_utc(sqlite_engine):
     op.customer(3)
     op.contract(3, 3, 1, start_date=D)
     # 2024-03-02 01:00+02:00 is 2024-03-01 23:00 UTC: before D's cutoff, so customer 2 is suspended on D
-    _raw(sqlite_engine, "insert into suspension_events (customer_id, occurred_at, action, source, actor) "
-                        "values (2, '2024-03-02 01:00:00+02:00', 'suspend', 'manual', 'a@x.io')")
+    _raw(
+        sqlite_engine,
+        "insert into suspension_events (customer_id, occurred_at, action, source, actor) "
+        "values (2, '2024-03-02 01:00:00+02:00', 'suspend', 'manual', 'a@x.io')",
+    )
     # 2024-03-01 23:30-02:00 is 2024-03-02 01:30 UTC: after D's cutoff, so contract 3 does not exist yet on D
     _raw(sqlite_engine, "update contracts set created_at = '2024-03-01T23:30:00-02:00' where id = 3")
 

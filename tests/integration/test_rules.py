@@ -23,7 +23,9 @@ def events(op):
 
 
 def skips(op, d):
-    return sorted((r["contract_id"], r["reason"], r["owed_periods"]) for r in op.rows(s.skipped_contracts, billing_date=d))
+    return sorted(
+        (r["contract_id"], r["reason"], r["owed_periods"]) for r in op.rows(s.skipped_contracts, billing_date=d)
+    )
 
 
 def lines(op, d):
@@ -209,9 +211,17 @@ def test_rules_ignore_quarantined_rows(engine):
 
     run_billing_date(engine, date(2024, 1, 10))
     quarantined = {(q["source_table"], q["row_id"]) for q in op.rows(s.quarantine, billing_date=date(2024, 1, 10))}
-    assert quarantined >= {("locations", 2), ("customers", 20), ("plans", 2), ("contracts", 30), ("contracts", 31),
-                           ("crm_stages", 2), ("crm_stage_entries", 40), ("crm_stage_entries", 41),
-                           ("contracts", 33)}
+    assert quarantined >= {
+        ("locations", 2),
+        ("customers", 20),
+        ("plans", 2),
+        ("contracts", 30),
+        ("contracts", 31),
+        ("crm_stages", 2),
+        ("crm_stage_entries", 40),
+        ("crm_stage_entries", 41),
+        ("contracts", 33),
+    }
     # only the valid contract 32 triggers; no event for customers 1, 2, 4, 5, 20 (entry 42 names quarantined
     # customer 20: whether or not the entry itself is quarantined, the rule must not fire for it)
     assert events(op) == [(3, t, "suspend", "plan", "plan:32")]

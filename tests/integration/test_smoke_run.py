@@ -1,4 +1,4 @@
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 
 from flexbill.runner import run_billing_date
@@ -14,8 +14,11 @@ def test_billing_day_first_period_is_prorated_and_rerun_is_identical(engine):
     run_billing_date(engine, date(2024, 2, 20))
     first = op.lines()
     assert [(l["period_start"], l["period_end"], l["amount"], l["prorated"]) for l in first] == [
-        (date(2024, 2, 20), date(2024, 3, 1), Decimal("34.48"), True)]
+        (date(2024, 2, 20), date(2024, 3, 1), Decimal("34.48"), True)
+    ]
     run_billing_date(engine, date(2024, 2, 20))
     assert op.lines() == first
     inv = op.rows(__import__("flexbill.db.schema", fromlist=["x"]).invoices)
-    assert [(i["subtotal"], i["tax"], i["total"]) for i in inv] == [(Decimal("34.48"), Decimal("6.90"), Decimal("41.38"))]
+    assert [(i["subtotal"], i["tax"], i["total"]) for i in inv] == [
+        (Decimal("34.48"), Decimal("6.90"), Decimal("41.38"))
+    ]

@@ -47,9 +47,16 @@ def v1_engine(db_url):
         s.metadata.create_all(conn, tables=[t for t in s.metadata.sorted_tables if t.name not in NEW])
         for statement in V1_DDL + V1_ROWS:
             conn.exec_driver_sql(statement)
-        conn.execute(s.billing_runs.insert(), {"billing_date": date(2024, 3, 1), "status": "published",
-                                               "started_at": datetime(2024, 3, 2), "finished_at": datetime(2024, 3, 2),
-                                               "published_at": datetime(2024, 3, 2)})
+        conn.execute(
+            s.billing_runs.insert(),
+            {
+                "billing_date": date(2024, 3, 1),
+                "status": "published",
+                "started_at": datetime(2024, 3, 2),
+                "finished_at": datetime(2024, 3, 2),
+                "published_at": datetime(2024, 3, 2),
+            },
+        )
     op = Operator(engine)
     op.location(1)
     op.plan(1, price="100.00")
@@ -72,20 +79,24 @@ def test_init_db_upgrades_a_v1_database_keeping_every_invoice_and_line(v1_engine
     op = Operator(engine)
     invoices = sorted(op.rows(s.invoices), key=lambda r: r["invoice_id"])
     assert [(r["invoice_id"], r["status"], r["number"], r["total"]) for r in invoices] == [
-        ("INV-20240301-0000001", "draft", None, Decimal("60.00")), ("INV-20240301-0000002", "draft", None,
-                                                                    Decimal("120.00"))]
+        ("INV-20240301-0000001", "draft", None, Decimal("60.00")),
+        ("INV-20240301-0000002", "draft", None, Decimal("120.00")),
+    ]
     assert [(l["contract_id"], l["amount"]) for l in op.lines()] == [(1, Decimal("50.00")), (2, Decimal("100.00"))]
     assert init_db(engine) == []  # idempotent: nothing left to upgrade
 
     summary = run_billing_date(engine, date(2024, 3, 2))  # the next run finalizes the old drafts, oldest first
     assert summary.finalized.count == 2
     assert [(r["invoice_id"], r["number"]) for r in sorted(op.rows(s.invoices), key=lambda r: r["number"])] == [
-        ("INV-20240301-0000001", "1-000001"), ("INV-20240301-0000002", "1-000002")]
+        ("INV-20240301-0000001", "1-000001"),
+        ("INV-20240301-0000002", "1-000002"),
+    ]
     assert len(op.lines()) == 2, "nothing billed twice after the upgrade"
     assert_documents_consistent(engine)
     with pytest.raises(DBAPIError, match="flexbill"):  # the lifecycle triggers hold
         with engine.begin() as conn:
             conn.execute(text("update invoices set total = 0"))
     with engine.connect() as conn:  # the v1 key on (contract, period) is gone: billed_periods holds it now
-        assert conn.execute(select(s.billed_periods.c.contract_id).order_by(s.billed_periods.c.contract_id)
-                            ).scalars().all() == [1, 2]
+        assert conn.execute(
+            select(s.billed_periods.c.contract_id).order_by(s.billed_periods.c.contract_id)
+        ).scalars().all() == [1, 2]

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 RULES = ("signup", "plan", "crm_stage")
 CHILD_TIMEOUT = 120
@@ -46,9 +46,15 @@ def dag_tasks(locations: list[int]) -> list[tuple[str, tuple]]:
     >> owed_periods (mapped) >> suspension_filter (mapped) >> build_invoices (mapped)
     >> active_user_report >> validate_output >> publish >> finalize (the grace-period finalization; the
     data_quality_report task between them writes files only and has its own tests)."""
-    return [("extract_snapshot", ()), *[("apply_rule", (r,)) for r in RULES],
-            *[(name, (loc,)) for name in ("owed_periods", "suspension_filter", "build_invoices") for loc in locations],
-            ("active_user_report", ()), ("validate_output", ()), ("publish", ()), ("finalize", ())]
+    return [
+        ("extract_snapshot", ()),
+        *[("apply_rule", (r,)) for r in RULES],
+        *[(name, (loc,)) for name in ("owed_periods", "suspension_filter", "build_invoices") for loc in locations],
+        ("active_user_report", ()),
+        ("validate_output", ()),
+        ("publish", ()),
+        ("finalize", ()),
+    ]
 
 
 def position(name: str, locations: list[int]) -> int:
@@ -57,7 +63,7 @@ def position(name: str, locations: list[int]) -> int:
 
 
 def interval_start(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def use_database(url: str) -> None:
@@ -79,8 +85,9 @@ def run_task(d: date, run_id: str, name: str, args: tuple):
     return getattr(airflow_steps, name)(interval_start(d), run_id, *args)  # the DAG task's own function
 
 
-def run_tasks(url: str, d: date, run_id: str, locations: list[int], start: int = 0, stop: int | None = None,
-              after=None):
+def run_tasks(
+    url: str, d: date, run_id: str, locations: list[int], start: int = 0, stop: int | None = None, after=None
+):
     """Run the tasks at positions start+1..stop (1-based; all by default) in this process;
     `after(position)` is called once each has committed."""
     use_database(url)
@@ -101,8 +108,15 @@ def record_event(url: str, event: dict) -> None:
 
     engine = make_engine(url)
     try:
-        record_manual_event(engine, event["customer"], event["action"], "ops@example.com", "race",
-                            datetime.fromisoformat(event["at"]), backdate=True)
+        record_manual_event(
+            engine,
+            event["customer"],
+            event["action"],
+            "ops@example.com",
+            "race",
+            datetime.fromisoformat(event["at"]),
+            backdate=True,
+        )
     finally:
         engine.dispose()
 
@@ -132,8 +146,15 @@ def _child(job: dict, out_fd: int) -> None:
             record_event(job["url"], event)
             os.write(out_fd, b"event\n")
 
-        run_tasks(job["url"], date.fromisoformat(job["date"]), job["run_id"], job["locations"],
-                  job.get("start", 0), job.get("stop"), after)
+        run_tasks(
+            job["url"],
+            date.fromisoformat(job["date"]),
+            job["run_id"],
+            job["locations"],
+            job.get("start", 0),
+            job.get("stop"),
+            after,
+        )
         os.write(out_fd, b"completed\n")
         code = 0
     except BaseException as exc:  # noqa: BLE001 - reported to the test
@@ -154,9 +175,22 @@ def _run_batch(jobs: list[dict], parallel: int) -> list[dict]:
                 os.close(read_fd)
                 _child(job, write_fd)
             os.close(write_fd)
-            running[read_fd] = {"job": job, "pid": pid, "buffer": b"", "started": time.monotonic(),
-                                "result": {"id": job["id"], "done": [], "paused": False, "completed": False,
-                                           "event": False, "error": None, "signal": None, "exit": None}}
+            running[read_fd] = {
+                "job": job,
+                "pid": pid,
+                "buffer": b"",
+                "started": time.monotonic(),
+                "result": {
+                    "id": job["id"],
+                    "done": [],
+                    "paused": False,
+                    "completed": False,
+                    "event": False,
+                    "error": None,
+                    "signal": None,
+                    "exit": None,
+                },
+            }
         ready, _, _ = select.select(list(running), [], [], 1.0)
         for fd, state in list(running.items()):
             if time.monotonic() - state["started"] > CHILD_TIMEOUT and fd not in ready:
@@ -206,8 +240,11 @@ def _warm_up() -> None:
 
     from flexbill import airflow_steps, steps, validation  # noqa: F401
 
-    validation._Gx.get().validate("warm_up", [("ExpectColumnValuesToBeBetween", {"column": "x", "min_value": 0},
-                                               "warm-up", "warm-up")], pd.DataFrame({"x": [1]}))
+    validation._Gx.get().validate(
+        "warm_up",
+        [("ExpectColumnValuesToBeBetween", {"column": "x", "min_value": 0}, "warm-up", "warm-up")],
+        pd.DataFrame({"x": [1]}),
+    )
 
 
 def serve() -> None:
@@ -229,8 +266,15 @@ class Driver:
 
     def __init__(self, cwd, env: dict, log_path):
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.dag_driver"], cwd=str(cwd), env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.dag_driver"],
+            cwd=str(cwd),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         self._answer(600)
 
     def _answer(self, timeout: float) -> dict:

@@ -4,6 +4,7 @@ A contract whose full period (unit price x quantity) exceeds 10,000,000,000.00, 
 century, is quarantined with a reason; everything else is billed, and tax stays exact even where subtotal x rate
 no longer fits 64-bit integers (found by this suite: it used to wrap silently, or crash the run).
 """
+
 import tempfile
 from datetime import date
 from decimal import Decimal

@@ -34,14 +34,27 @@ from flexbill.db.connect import make_engine
 from flexbill.manual import record_manual_event
 from flexbill.runner import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
-from tests.reliability.dag_driver import dag_tasks, position
-from tests.reliability.world import (D, DIALECTS, LIFT_AT, LOCATIONS, SUSPEND_AT, Databases, contents,
-                                     duplicate_periods, staging_rows, template, without_attempt)
+from tests.reliability.dag_driver import position
+from tests.reliability.world import (
+    DIALECTS,
+    LIFT_AT,
+    LOCATIONS,
+    SUSPEND_AT,
+    D,
+    Databases,
+    contents,
+    duplicate_periods,
+    staging_rows,
+    template,
+    without_attempt,
+)
 
 STALE = "its staging is stale"
 VALIDATED = position("validate_output", LOCATIONS)  # position of validate_output: what a run has staged before publish
-EVENTS = {"suspend": {"customer": 1, "action": "suspend", "at": SUSPEND_AT.isoformat()},
-          "lift": {"customer": 11, "action": "lift", "at": LIFT_AT.isoformat()}}
+EVENTS = {
+    "suspend": {"customer": 1, "action": "suspend", "at": SUSPEND_AT.isoformat()},
+    "lift": {"customer": 11, "action": "lift", "at": LIFT_AT.isoformat()},
+}
 # after the task at this position (0 = before the first task, 13 = after publish)
 # (before the first task and after publish are serial by construction; between two rules is like after the
 # first one: they do not read the events a manual event appends)
@@ -55,8 +68,15 @@ def _event(url: str, kind: str) -> None:
     engine = make_engine(url)
     try:
         e = EVENTS[kind]
-        record_manual_event(engine, e["customer"], e["action"], "ops@example.com", "race",
-                            datetime.fromisoformat(e["at"]), backdate=True)  # dated inside D: a race with D's run
+        record_manual_event(
+            engine,
+            e["customer"],
+            e["action"],
+            "ops@example.com",
+            "race",
+            datetime.fromisoformat(e["at"]),
+            backdate=True,
+        )  # dated inside D: a race with D's run
     finally:
         engine.dispose()
 
@@ -110,9 +130,13 @@ def world(driver, tmp_path_factory):
 
         for dialect in DIALECTS:  # the serial orders
             d, serial = dbs[dialect], {}
-            for name, steps in (("run", ["run"]), ("run, suspend", ["run", "suspend"]),
-                                ("suspend, run", ["suspend", "run"]), ("run, lift", ["run", "lift"]),
-                                ("lift, run", ["lift", "run"])):
+            for name, steps in (
+                ("run", ["run"]),
+                ("run, suspend", ["run", "suspend"]),
+                ("suspend, run", ["suspend", "run"]),
+                ("run, lift", ["run", "lift"]),
+                ("lift, run", ["lift", "run"]),
+            ):
                 url = d.clone(tpl[dialect])
                 for step in steps:
                     _run(url) if step == "run" else _event(url, step)
@@ -124,8 +148,16 @@ def world(driver, tmp_path_factory):
         for dialect in DIALECTS:
             for pair in range(PAIRS):
                 url = urls[dialect, "pair", pair] = dbs[dialect].clone(tpl[dialect])
-                jobs += [{"id": f"{dialect} pair {pair} {who}", "url": url, "date": D.isoformat(),
-                          "run_id": f"dag-{who}", "locations": LOCATIONS} for who in "AB"]
+                jobs += [
+                    {
+                        "id": f"{dialect} pair {pair} {who}",
+                        "url": url,
+                        "date": D.isoformat(),
+                        "run_id": f"dag-{who}",
+                        "locations": LOCATIONS,
+                    }
+                    for who in "AB"
+                ]
         together = driver.run(jobs, parallel=len(jobs))
 
         # fixed interleavings: A and B stage; C stages while `flexbill run` publishes
@@ -133,17 +165,31 @@ def world(driver, tmp_path_factory):
         for dialect in DIALECTS:
             urls[dialect, "AB"] = dbs[dialect].clone(tpl[dialect])
             urls[dialect, "C"] = dbs[dialect].clone(tpl[dialect])
-            staged += [{"id": f"{dialect} {who} staged", "url": urls[dialect, "AB" if who in "AB" else "C"],
-                        "date": D.isoformat(), "run_id": f"dag-{who}", "locations": LOCATIONS, "stop": VALIDATED}
-                       for who in "ABC"]
+            staged += [
+                {
+                    "id": f"{dialect} {who} staged",
+                    "url": urls[dialect, "AB" if who in "AB" else "C"],
+                    "date": D.isoformat(),
+                    "run_id": f"dag-{who}",
+                    "locations": LOCATIONS,
+                    "stop": VALIDATED,
+                }
+                for who in "ABC"
+            ]
         staged = driver.run(staged)
         for dialect in DIALECTS:
             _run(urls[dialect, "C"])
 
         def publish(who, dialect, **extra):
-            return {"id": f"{dialect} {who} publish", "url": urls[dialect, "AB" if who in "AB" else "C"],
-                    "date": D.isoformat(), "run_id": f"dag-{who}", "locations": LOCATIONS, "start": VALIDATED,
-                    **extra}
+            return {
+                "id": f"{dialect} {who} publish",
+                "url": urls[dialect, "AB" if who in "AB" else "C"],
+                "date": D.isoformat(),
+                "run_id": f"dag-{who}",
+                "locations": LOCATIONS,
+                "start": VALIDATED,
+                **extra,
+            }
 
         first = driver.run([publish("A", d) for d in DIALECTS])
         second = driver.run([publish(who, d) for d in DIALECTS for who in "BC"])
@@ -157,9 +203,16 @@ def world(driver, tmp_path_factory):
             for kind, positions in EVENT_POSITIONS.items():
                 for p in positions:
                     url = urls[dialect, kind, p] = dbs[dialect].clone(tpl[dialect])
-                    jobs.append({"id": f"{dialect} {kind} {p}", "url": url, "date": D.isoformat(),
-                                 "run_id": "dag-event", "locations": LOCATIONS,
-                                 "event_after": {**EVENTS[kind], "position": p}})
+                    jobs.append(
+                        {
+                            "id": f"{dialect} {kind} {p}",
+                            "url": url,
+                            "date": D.isoformat(),
+                            "run_id": "dag-event",
+                            "locations": LOCATIONS,
+                            "event_after": {**EVENTS[kind], "position": p},
+                        }
+                    )
         events = driver.run(jobs)
 
         for (dialect, _), (url, job) in cli.items():
@@ -167,18 +220,32 @@ def world(driver, tmp_path_factory):
             out[dialect]["cli locked"] = (job, contents(url), duplicate_periods(url))
         for dialect in DIALECTS:
             o = out[dialect]
-            o["pairs"] = [([together[f"{dialect} pair {pair} {who}"] for who in "AB"],
-                           contents(urls[dialect, "pair", pair]), duplicate_periods(urls[dialect, "pair", pair]))
-                          for pair in range(PAIRS)]
+            o["pairs"] = [
+                (
+                    [together[f"{dialect} pair {pair} {who}"] for who in "AB"],
+                    contents(urls[dialect, "pair", pair]),
+                    duplicate_periods(urls[dialect, "pair", pair]),
+                )
+                for pair in range(PAIRS)
+            ]
             o["staged"] = [staged[f"{dialect} {who} staged"] for who in "ABC"]
             o["A publish"] = first[f"{dialect} A publish"]
             o["B publish"], o["C publish"] = second[f"{dialect} B publish"], second[f"{dialect} C publish"]
-            o["B cleared"] = (cleared[f"{dialect} B cleared"], contents(urls[dialect, "AB"]),
-                              staging_rows(urls[dialect, "AB"]))
+            o["B cleared"] = (
+                cleared[f"{dialect} B cleared"],
+                contents(urls[dialect, "AB"]),
+                staging_rows(urls[dialect, "AB"]),
+            )
             o["C"] = contents(urls[dialect, "C"])
-            o["events"] = {(kind, p): (events[f"{dialect} {kind} {p}"], contents(urls[dialect, kind, p]),
-                                       duplicate_periods(urls[dialect, kind, p]))
-                           for kind, positions in EVENT_POSITIONS.items() for p in positions}
+            o["events"] = {
+                (kind, p): (
+                    events[f"{dialect} {kind} {p}"],
+                    contents(urls[dialect, kind, p]),
+                    duplicate_periods(urls[dialect, kind, p]),
+                )
+                for kind, positions in EVENT_POSITIONS.items()
+                for p in positions
+            }
         yield out
 
 

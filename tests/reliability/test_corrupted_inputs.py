@@ -29,10 +29,10 @@ tests, outside this suite.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Callable
 
 import pytest
 from sqlalchemy import Column, MetaData, Table, insert, text
@@ -56,9 +56,17 @@ def loosen(engine) -> None:
     with engine.begin() as conn:
         for table in s.SOURCE_TABLES:
             keep = table.name == "suspension_events"
-            columns = [Column(c.name, c.type, nullable=True, primary_key=keep and c.primary_key,
-                              unique=keep and bool(c.unique), autoincrement=c.autoincrement if keep else False)
-                       for c in table.columns]
+            columns = [
+                Column(
+                    c.name,
+                    c.type,
+                    nullable=True,
+                    primary_key=keep and c.primary_key,
+                    unique=keep and bool(c.unique),
+                    autoincrement=c.autoincrement if keep else False,
+                )
+                for c in table.columns
+            ]
             table.drop(conn)
             Table(table.name, MetaData(), *columns).create(conn)
 
@@ -104,16 +112,27 @@ def location_currency_not_iso(op, n):
     op.customer(n, location_id=n)
     op.plan(n, location_id=n, currency="eur")
     op.contract(n, n, n, start_date=D)
-    return Expect({("locations", n): ("eur", "ISO 4217"), ("customers", n): (f"location {n}",),
-                   ("plans", n): (f"location {n}",), ("contracts", n): ()}, billed=(good(op, n),), unbilled=(n,))
+    return Expect(
+        {
+            ("locations", n): ("eur", "ISO 4217"),
+            ("customers", n): (f"location {n}",),
+            ("plans", n): (f"location {n}",),
+            ("contracts", n): (),
+        },
+        billed=(good(op, n),),
+        unbilled=(n,),
+    )
 
 
 @case
 def plan_negative_months(op, n):
     op.plan(n, months=-1, weeks=1)
     op.contract(n, 1, n, start_date=D)
-    return Expect({("plans", n): ("invoice_every_months=-1", "negative"), ("contracts", n): (f"plan {n}",)},
-                  billed=(good(op, n),), unbilled=(n,))
+    return Expect(
+        {("plans", n): ("invoice_every_months=-1", "negative"), ("contracts", n): (f"plan {n}",)},
+        billed=(good(op, n),),
+        unbilled=(n,),
+    )
 
 
 @case
@@ -121,8 +140,15 @@ def tax_rate_above_one(op, n):
     op.location(n, tax_rate="1.5000")
     op.customer(n, location_id=n)
     op.contract(n, n, 1, start_date=D)
-    return Expect({("locations", n): ("tax_rate 1.5", "0..1"), ("customers", n): (f"location {n}",),
-                   ("contracts", n): (f"customer {n}",)}, billed=(good(op, n),), unbilled=(n,))
+    return Expect(
+        {
+            ("locations", n): ("tax_rate 1.5", "0..1"),
+            ("customers", n): (f"location {n}",),
+            ("contracts", n): (f"customer {n}",),
+        },
+        billed=(good(op, n),),
+        unbilled=(n,),
+    )
 
 
 @case
@@ -131,11 +157,13 @@ def stage_missing_board(op, n):
     op.contract(n, n, 1, start_date=D)
     op.stage(n, board_id=9000 + n, deactivate_account_since=T0)
     op.entry(n, n, n, entered_at=datetime(2024, 2, 1))  # would suspend customer n, but its stage is quarantined
-    return Expect({("crm_stages", n): (f"board {9000 + n}",), ("crm_stage_entries", n): (f"stage {n}",)},
-                  billed=(n, good(op, n)))
+    return Expect(
+        {("crm_stages", n): (f"board {9000 + n}",), ("crm_stage_entries", n): (f"stage {n}",)}, billed=(n, good(op, n))
+    )
 
 
 # ---------------------------------------------------------------- NULL in a required column
+
 
 # (table, column): how a row of that table is built, with the column set to NULL
 def _null(table: str, column: str):
@@ -146,22 +174,36 @@ def _null(table: str, column: str):
             row(e, s.locations, **{**values, column: None})
             op.customer(n, location_id=n)
             op.contract(n, n, 1, start_date=D)
-            quarantined = {("locations", n): (column,), ("customers", n): (f"location {n}",),
-                           ("contracts", n): (f"customer {n}",)}
+            quarantined = {
+                ("locations", n): (column,),
+                ("customers", n): (f"location {n}",),
+                ("contracts", n): (f"customer {n}",),
+            }
             return Expect(quarantined, billed=(good(op, n),), unbilled=(n,))
         if table == "customers":
             values = dict(id=n, location_id=1, full_name=f"C{n}", created_at=T0, portal_access=True)
             row(e, s.customers, **{**values, column: None})
             op.contract(n, n, 1, start_date=D)
-            return Expect({("customers", n): (column,), ("contracts", n): (f"customer {n}",)},
-                          billed=(good(op, n),), unbilled=(n,))
+            return Expect(
+                {("customers", n): (column,), ("contracts", n): (f"customer {n}",)},
+                billed=(good(op, n),),
+                unbilled=(n,),
+            )
         if table == "plans":
-            values = dict(id=n, location_id=1, name=f"P{n}", price=Decimal("10.00"), currency="EUR",
-                          invoice_every_months=1, invoice_every_weeks=0)
+            values = dict(
+                id=n,
+                location_id=1,
+                name=f"P{n}",
+                price=Decimal("10.00"),
+                currency="EUR",
+                invoice_every_months=1,
+                invoice_every_weeks=0,
+            )
             row(e, s.plans, **{**values, column: None})
             op.contract(n, 1, n, start_date=D)
-            return Expect({("plans", n): (column,), ("contracts", n): (f"plan {n}",)},
-                          billed=(good(op, n),), unbilled=(n,))
+            return Expect(
+                {("plans", n): (column,), ("contracts", n): (f"plan {n}",)}, billed=(good(op, n),), unbilled=(n,)
+            )
         if table == "contracts":
             values = dict(id=n, customer_id=1, plan_id=1, quantity=1, start_date=D, created_at=T0)
             row(e, s.contracts, **{**values, column: None})
@@ -171,8 +213,9 @@ def _null(table: str, column: str):
             op.contract(n, n, 1, start_date=D)
             values = dict(customer_id=n, occurred_at=datetime(2024, 2, 1), action="suspend", source="manual")
             row(e, s.suspension_events, **{**values, column: None})
-            [event] = [r["id"] for r in op.rows(s.suspension_events) if r["customer_id"] in (n, None)
-                       and r[column] is None]
+            [event] = [
+                r["id"] for r in op.rows(s.suspension_events) if r["customer_id"] in (n, None) and r[column] is None
+            ]
             return Expect({("suspension_events", event): (column,)}, billed=(n, good(op, n)))  # the event is ignored
         # crm tables: a deactivating stage and an entry of customer n, one of them with the NULL
         op.customer(n)
@@ -188,6 +231,7 @@ def _null(table: str, column: str):
         if table == "crm_stages":
             quarantined[("crm_stage_entries", n)] = (f"stage {n}",)
         return Expect(quarantined, billed=(n, good(op, n)))  # a quarantined CRM row suspends nobody
+
     build.__name__ = f"null_{table}_{column}"
     return build
 
@@ -200,30 +244,41 @@ for _table in s.SOURCE_TABLES:
 
 # ---------------------------------------------------------------- timestamps with an offset (SQLite text)
 
+
 def _offset(target: str, value: str, outcome: str):
     """target: the event of customer n ("event") or contract n's created_at ("created");
     outcome: suspended / billed (the event is not in effect on D) / next (the contract exists
     from D_NEXT on) / malformed (quarantined, the raw text in its reason)."""
+
     def build(op, n):
         op.customer(n)
         op.contract(n, n, 1, start_date=D)
         with op.engine.begin() as conn:
             if target == "event":
-                conn.execute(text("insert into suspension_events (customer_id, occurred_at, action, source, actor) "
-                                  "values (:c, :v, 'suspend', 'manual', 'a@x.io')"), {"c": n, "v": value})
+                conn.execute(
+                    text(
+                        "insert into suspension_events (customer_id, occurred_at, action, source, actor) "
+                        "values (:c, :v, 'suspend', 'manual', 'a@x.io')"
+                    ),
+                    {"c": n, "v": value},
+                )
                 event = conn.execute(text("select id from suspension_events where customer_id = :c"), {"c": n}).scalar()
             else:
                 conn.execute(text("update contracts set created_at = :v where id = :c"), {"c": n, "v": value})
         other = good(op, n)
         if outcome == "malformed":
             key = ("suspension_events", event) if target == "event" else ("contracts", n)
-            return Expect({key: (value, "malformed")}, billed=(other,) + ((n,) if target == "event" else ()),
-                          unbilled=() if target == "event" else (n,))
+            return Expect(
+                {key: (value, "malformed")},
+                billed=(other,) + ((n,) if target == "event" else ()),
+                unbilled=() if target == "event" else (n,),
+            )
         if outcome == "suspended":
             return Expect(billed=(other,), skipped={n: "suspended"})
         if outcome == "next":
             return Expect(billed=(other,), billed_next=(n,))
         return Expect(billed=(n, other))
+
     return build
 
 
@@ -251,8 +306,11 @@ for _kind, (_target, _value, _outcome) in OFFSETS.items():
 def quantity_ten_to_the_ninth(op, n):
     op.customer(n)
     op.contract(n, n, 1, start_date=D, quantity=10**9)  # 100.00 x 10^9: beyond 10,000,000,000.00 a period
-    return Expect(billed=(good(op, n),), unbilled=(n,),
-                  quarantined={("contracts", n): ("quantity 1000000000", "beyond what flexbill bills")})
+    return Expect(
+        billed=(good(op, n),),
+        unbilled=(n,),
+        quarantined={("contracts", n): ("quantity 1000000000", "beyond what flexbill bills")},
+    )
 
 
 @case
@@ -265,8 +323,11 @@ def quantity_int_max(op, n):
 def price_ten_to_the_twelfth(op, n):
     op.customer(n)
     op.contract(n, n, 1, start_date=D, price="1000000000000.00")  # beyond numeric(12,2): SQLite keeps it
-    return Expect(billed=(good(op, n),), unbilled=(n,),
-                  quarantined={("contracts", n): ("1000000000000.00", "beyond what flexbill bills")})
+    return Expect(
+        billed=(good(op, n),),
+        unbilled=(n,),
+        quarantined={("contracts", n): ("1000000000000.00", "beyond what flexbill bills")},
+    )
 
 
 case(price_ten_to_the_twelfth, ("sqlite",))  # PostgreSQL: test_price_ten_to_the_twelfth_is_refused_by_postgresql
@@ -397,6 +458,7 @@ def worlds(tmp_path_factory):
             if dialect not in built:
                 built[dialect] = _build_world(dialect, tmp_path_factory.mktemp(f"corrupt-{dialect}"), stack)
             return built[dialect]
+
         yield get
 
 
@@ -462,15 +524,24 @@ def test_postgresql_timestamptz_in_a_non_utc_session_is_read_as_utc(pg_database)
         op.contract(n, n, 1, start_date=D)
         with engine.begin() as conn:
             if event:
-                conn.execute(text("insert into suspension_events (customer_id, occurred_at, action, source) "
-                                  "values (:c, :v, 'suspend', 'manual')"), {"c": n, "v": event})
-            conn.execute(text("update contracts set created_at = :v where id = :c"),
-                         {"c": n, "v": created or "2024-01-01T00:00:00Z"})
+                conn.execute(
+                    text(
+                        "insert into suspension_events (customer_id, occurred_at, action, source) "
+                        "values (:c, :v, 'suspend', 'manual')"
+                    ),
+                    {"c": n, "v": event},
+                )
+            conn.execute(
+                text("update contracts set created_at = :v where id = :c"),
+                {"c": n, "v": created or "2024-01-01T00:00:00Z"},
+            )
     run_billing_date(engine, D)
     assert op.rows(s.quarantine) == []
     assert sorted(l["contract_id"] for l in op.lines(D)) == [1, 3, 6]
     assert {r["contract_id"]: r["reason"] for r in op.rows(s.skipped_contracts, billing_date=D)} == {
-        2: "suspended", 4: "suspended"}
+        2: "suspended",
+        4: "suspended",
+    }
     run_billing_date(engine, D_NEXT)
     assert [l["contract_id"] for l in op.lines(D_NEXT)] == [5]
     engine.dispose()

@@ -33,7 +33,7 @@ from flexbill.errors import DatabaseError
 from flexbill.runner import run_billing_date
 from tests.processes import TIMEOUT, clean_env, start
 from tests.reliability.dag_driver import dag_tasks, position, run_task
-from tests.reliability.world import D, LOCATIONS, Databases, contents, outputs_of, restore, revoke, template
+from tests.reliability.world import LOCATIONS, D, Databases, contents, outputs_of, restore, revoke, template
 
 PASSWORD = "S3cretPW-gone"
 CLI_POINTS = ["after_rules", "mid_write", "before_commit"]
@@ -95,17 +95,24 @@ def postgres(driver, tmp_path_factory):
         dag["publish"] = with_password(dbs.clone(tpl))
 
         def job(key, **kw):  # the DAG run's tasks from position `start` on (or up to `stop`)
-            return {"id": key, "url": dag[key], "date": D.isoformat(), "run_id": "dag-gone", "locations": LOCATIONS,
-                    **kw}
+            return {
+                "id": key,
+                "url": dag[key],
+                "date": D.isoformat(),
+                "run_id": "dag-gone",
+                "locations": LOCATIONS,
+                **kw,
+            }
 
         # the tasks up to k (to validate_output for "publish") succeed
         driver.run([job(k, stop=k) for k in BETWEEN] + [job("publish", stop=PUBLISH - 1)])
         for k in BETWEEN:
             revoke(dag[k])
         # the next task fails; publish's session is terminated in the middle of its write
-        failed = driver.run([job(k, start=k) for k in BETWEEN]
-                            + [job("publish", start=PUBLISH - 1, pause_at="mid_write", pause_seconds=3,
-                                   on_pause="revoke")])
+        failed = driver.run(
+            [job(k, start=k) for k in BETWEEN]
+            + [job("publish", start=PUBLISH - 1, pause_at="mid_write", pause_seconds=3, on_pause="revoke")]
+        )
         for url in dag.values():
             restore(url)
         out["dag failed"] = {k: (failed[k], outputs_of(url)) for k, url in dag.items()}

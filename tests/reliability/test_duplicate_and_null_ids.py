@@ -3,13 +3,13 @@ is quarantined (every copy, one reason naming the id), a row without an id is qu
 and the rest is billed. Found by this suite: a repeated id used to fail the whole run as a database error, a
 NULL id crashed it, and a repeated CRM entry id silently collided on its trigger key.
 """
+
 import contextlib
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
 
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
@@ -20,20 +20,40 @@ from tests.reliability.test_corrupted_inputs import loosen, loosened_database
 D = date(2024, 3, 1)
 
 CASES = {
-    "contract id twice": lambda op: (op.customer(10), op.contract(10, 10, 1, start_date=D),
-                                     op.contract(10, 1, 1, start_date=D, price="5.00")),
-    "customer id twice": lambda op: (op.customer(10), op.customer(10, archived_at=datetime(2024, 2, 1)),
-                                     op.contract(10, 10, 1, start_date=D)),
-    "plan id twice": lambda op: (op.plan(10, price="10.00"), op.plan(10, price="20.00"),
-                                 op.contract(10, 1, 10, start_date=D)),
-    "location id twice": lambda op: (op.location(10, tax_rate="0.1000"), op.location(10, tax_rate="0.2000"),
-                                     op.customer(10, location_id=10), op.contract(10, 10, 1, start_date=D)),
-    "crm entry id twice": lambda op: (op.customer(10), op.contract(10, 10, 1, start_date=D), op.customer(11),
-                                      op.contract(11, 11, 1, start_date=D), op.board(1),
-                                      op.stage(1, deactivate_account_since=T0),
-                                      op.entry(1, 10, 1, datetime(2024, 2, 1)), op.entry(1, 11, 1, datetime(2024, 2, 1))),
-    "contract id null": lambda op: op._insert(s.contracts, id=None, customer_id=1, plan_id=1, quantity=1,
-                                              start_date=D, created_at=T0),
+    "contract id twice": lambda op: (
+        op.customer(10),
+        op.contract(10, 10, 1, start_date=D),
+        op.contract(10, 1, 1, start_date=D, price="5.00"),
+    ),
+    "customer id twice": lambda op: (
+        op.customer(10),
+        op.customer(10, archived_at=datetime(2024, 2, 1)),
+        op.contract(10, 10, 1, start_date=D),
+    ),
+    "plan id twice": lambda op: (
+        op.plan(10, price="10.00"),
+        op.plan(10, price="20.00"),
+        op.contract(10, 1, 10, start_date=D),
+    ),
+    "location id twice": lambda op: (
+        op.location(10, tax_rate="0.1000"),
+        op.location(10, tax_rate="0.2000"),
+        op.customer(10, location_id=10),
+        op.contract(10, 10, 1, start_date=D),
+    ),
+    "crm entry id twice": lambda op: (
+        op.customer(10),
+        op.contract(10, 10, 1, start_date=D),
+        op.customer(11),
+        op.contract(11, 11, 1, start_date=D),
+        op.board(1),
+        op.stage(1, deactivate_account_since=T0),
+        op.entry(1, 10, 1, datetime(2024, 2, 1)),
+        op.entry(1, 11, 1, datetime(2024, 2, 1)),
+    ),
+    "contract id null": lambda op: op._insert(
+        s.contracts, id=None, customer_id=1, plan_id=1, quantity=1, start_date=D, created_at=T0
+    ),
 }
 
 
@@ -60,8 +80,8 @@ def test_a_repeated_id_is_found_even_when_one_copy_was_validated_before(tmp_path
     """Uniqueness reads other rows: the per-row verdict cache of a primed backfill must not hide a repeated id
     whose first copy it already knows (found when the full suite ran this after other tests)."""
     from flexbill import validation
-    from flexbill.db import extract
     from flexbill.clock import cutoff_of
+    from flexbill.db import extract
 
     engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
     init_db(engine)

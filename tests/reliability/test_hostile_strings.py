@@ -33,7 +33,7 @@ from flexbill.manual import record_manual_event
 from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.processes import dump, start
-from tests.reliability.world import D, DIALECTS, Databases
+from tests.reliability.world import DIALECTS, D, Databases
 
 HOSTILE = {
     "sql": "Robert'); DROP TABLE invoices;--",
@@ -49,19 +49,41 @@ HOSTILE = {
 NUL = "before\x00after"
 
 # what each CLI command and Params call gets (actor, reason); the plain twin gets ("ops@example.com", "plain")
-CLI = [("suspend", 1, "2024-02-20T10:00:00Z", HOSTILE["sql"] + HOSTILE["markup"] + HOSTILE["unicode"], HOSTILE["long"]),
-       ("lift", 1, "2024-02-25T10:00:00Z", "Mallory " + HOSTILE["option"],  # an actor may not BE an option name
-        HOSTILE["option"] + HOSTILE["bidi"] + HOSTILE["quotes"] + HOSTILE["lines"])]
-PARAMS = [{"customer_id": 2, "action": "suspend", "at": "2024-02-27T10:00:00Z", "backdate": True,
-           "actor": HOSTILE["sql_or"], "reason": HOSTILE["markup"] + HOSTILE["unicode"]}]
+CLI = [
+    ("suspend", 1, "2024-02-20T10:00:00Z", HOSTILE["sql"] + HOSTILE["markup"] + HOSTILE["unicode"], HOSTILE["long"]),
+    (
+        "lift",
+        1,
+        "2024-02-25T10:00:00Z",
+        "Mallory " + HOSTILE["option"],  # an actor may not BE an option name
+        HOSTILE["option"] + HOSTILE["bidi"] + HOSTILE["quotes"] + HOSTILE["lines"],
+    ),
+]
+PARAMS = [
+    {
+        "customer_id": 2,
+        "action": "suspend",
+        "at": "2024-02-27T10:00:00Z",
+        "backdate": True,
+        "actor": HOSTILE["sql_or"],
+        "reason": HOSTILE["markup"] + HOSTILE["unicode"],
+    }
+]
 # refused Params: nothing may be written
-REFUSED = [{"customer_id": 3, "action": HOSTILE["sql"], "at": "2024-02-28T10:00:00Z", "actor": "a@x.io", "reason": "r"},
-           {"customer_id": 3, "action": "lift", "at": HOSTILE["sql_or"], "actor": "a@x.io", "reason": "r"}]
+REFUSED = [
+    {"customer_id": 3, "action": HOSTILE["sql"], "at": "2024-02-28T10:00:00Z", "actor": "a@x.io", "reason": "r"},
+    {"customer_id": 3, "action": "lift", "at": HOSTILE["sql_or"], "actor": "a@x.io", "reason": "r"},
+]
 # (an actor holding a control character, NUL included, is refused before any database: tests/integration/
 # test_guardrails.py; the reason is free text)
-NUL_PARAMS = {"customer_id": 4, "action": "suspend", "at": "2024-02-28T10:00:00Z", "backdate": True,
-              "actor": "nul@example.com",
-              "reason": NUL}
+NUL_PARAMS = {
+    "customer_id": 4,
+    "action": "suspend",
+    "at": "2024-02-28T10:00:00Z",
+    "backdate": True,
+    "actor": "nul@example.com",
+    "reason": NUL,
+}
 
 
 def operator(engine, hostile: bool) -> None:
@@ -84,8 +106,11 @@ def counts(url: str) -> dict:
     try:
         tables = sorted(inspect(engine).get_table_names())
         with engine.connect() as conn:
-            return {t: conn.execute(select(func.count()).select_from(s.metadata.tables[t])).scalar_one()
-                    for t in tables if t in s.metadata.tables} | {"tables": tables}
+            return {
+                t: conn.execute(select(func.count()).select_from(s.metadata.tables[t])).scalar_one()
+                for t in tables
+                if t in s.metadata.tables
+            } | {"tables": tables}
     finally:
         engine.dispose()
 
@@ -97,9 +122,14 @@ def outputs(url: str) -> dict:
         out = dump(engine)
         with engine.connect() as conn:
             e = s.suspension_events
-            out["suspension_events"] = [tuple(r) for r in conn.execute(
-                select(e.c.customer_id, e.c.occurred_at, e.c.action, e.c.source, e.c.trigger_key)
-                .order_by(e.c.occurred_at, e.c.id))]
+            out["suspension_events"] = [
+                tuple(r)
+                for r in conn.execute(
+                    select(e.c.customer_id, e.c.occurred_at, e.c.action, e.c.source, e.c.trigger_key).order_by(
+                        e.c.occurred_at, e.c.id
+                    )
+                )
+            ]
         return out
     finally:
         engine.dispose()
@@ -150,22 +180,44 @@ def world(request, tmp_path_factory):
 
         def chain():  # one command after the other, in the background
             for action, customer, at, actor, reason in CLI:
-                results.append(start(action, "--customer", str(customer), f"--actor={actor}", f"--reason={reason}",
-                                     "--at", at, "--backdate", db=urls["hostile"], cwd=cwd).wait())
+                results.append(
+                    start(
+                        action,
+                        "--customer",
+                        str(customer),
+                        f"--actor={actor}",
+                        f"--reason={reason}",
+                        "--at",
+                        at,
+                        "--backdate",
+                        db=urls["hostile"],
+                        cwd=cwd,
+                    ).wait()
+                )
+
         thread = threading.Thread(target=chain, daemon=True)
         thread.start()
         engine = make_engine(urls["plain"])  # the twin: the same events with plain text
         for action, customer, at, _, _ in CLI:
-            record_manual_event(engine, customer, action, "ops@example.com", "plain",
-                                datetime.fromisoformat(at.replace("Z", "")), backdate=True)
+            record_manual_event(
+                engine,
+                customer,
+                action,
+                "ops@example.com",
+                "plain",
+                datetime.fromisoformat(at.replace("Z", "")),
+                backdate=True,
+            )
         engine.dispose()
         for params in PARAMS:
             assert _manual(urls["plain"], {**params, "actor": "ops@example.com", "reason": "plain"}, mp) is None
         thread.join()
         out = {"cli": results, "params": [_manual(urls["hostile"], p, mp) for p in PARAMS]}
         before = (stored(urls["hostile"]), counts(urls["hostile"]))
-        out["refused"] = [(_manual(urls["hostile"], p, mp), (stored(urls["hostile"]), counts(urls["hostile"])) == before)
-                          for p in REFUSED]
+        out["refused"] = [
+            (_manual(urls["hostile"], p, mp), (stored(urls["hostile"]), counts(urls["hostile"])) == before)
+            for p in REFUSED
+        ]
         before = stored(urls["hostile"])
         out["nul"] = (_manual(urls["hostile"], NUL_PARAMS, mp), stored(urls["hostile"]), before)
         if dialect == "sqlite":  # the twin records the same event (PostgreSQL refuses the NUL: no event there)
@@ -184,7 +236,7 @@ def test_cli_arguments_are_stored_verbatim(world):
         assert res.returncode == 0, f"{res.args[:3]}: {res.stderr}"
         assert "Traceback" not in res.stderr
     text_of = out["hostile"][0]
-    ids = sorted({k[1] for k in text_of if k[0] == "suspension_events"})[:len(CLI)]  # the first events recorded
+    ids = sorted({k[1] for k in text_of if k[0] == "suspension_events"})[: len(CLI)]  # the first events recorded
     got = [(text_of["suspension_events", i, "actor"], text_of["suspension_events", i, "reason"]) for i in ids]
     assert got == [(actor, reason) for _, _, _, actor, reason in CLI]
 
@@ -194,7 +246,9 @@ def test_params_are_stored_verbatim_and_hostile_refusals_write_nothing(world):
     assert out["params"] == [None]
     [params] = PARAMS
     text_of = out["hostile"][0]
-    ours = {k[2]: v for k, v in text_of.items() if k[0] == "suspension_events" and v in (params["actor"], params["reason"])}
+    ours = {
+        k[2]: v for k, v in text_of.items() if k[0] == "suspension_events" and v in (params["actor"], params["reason"])
+    }
     assert ours == {"actor": params["actor"], "reason": params["reason"]}
     for refusal, unchanged in out["refused"]:
         assert refusal is not None and refusal.split(":")[0] in ("EventRefused", "InputError"), refusal
@@ -222,7 +276,8 @@ def test_source_text_is_stored_verbatim(world):
     assert text_of["crm_boards", 1, "name"] == HOSTILE["bidi"]
     assert text_of["crm_stages", 1, "name"] == HOSTILE["lines"]
     assert [text_of["customers", n, "full_name"] for n in (1, 2, 3, 4)] == [
-        HOSTILE[k] for k in ("sql_or", "unicode", "option", "long")]
+        HOSTILE[k] for k in ("sql_or", "unicode", "option", "long")
+    ]
 
 
 def test_hostile_text_changes_nothing_else(world):

@@ -25,14 +25,28 @@ from flexbill.db import schema as s
 from flexbill.db.connect import make_engine
 from flexbill.runner import run_billing_date
 from tests.reliability.dag_driver import dag_tasks, position
-from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, duplicate_periods, outputs_of,
-                                     periods, staging_rows, template, without_attempt)
+from tests.reliability.world import (
+    DIALECTS,
+    LOCATIONS,
+    D,
+    Databases,
+    contents,
+    duplicate_periods,
+    outputs_of,
+    periods,
+    staging_rows,
+    template,
+    without_attempt,
+)
 
 TASKS = dag_tasks(LOCATIONS)
 PUBLISH = position("publish", LOCATIONS)
-FINALIZE = position("finalize", LOCATIONS)  # after publish (and the report): D's drafts are numbered  # position of publish: killing after it means after its commit, before Airflow hears of it
-POINTS = [f"after {k:02d} {name}{'[' + str(args[0]) + ']' if args else ''}" for k, (name, args) in
-          enumerate(TASKS, start=1)] + ["mid publish write"]
+FINALIZE = position(
+    "finalize", LOCATIONS
+)  # after publish (and the report): D's drafts are numbered  # position of publish: killing after it means after its commit, before Airflow hears of it
+POINTS = [
+    f"after {k:02d} {name}{'[' + str(args[0]) + ']' if args else ''}" for k, (name, args) in enumerate(TASKS, start=1)
+] + ["mid publish write"]
 
 
 def position(point: str) -> int | None:
@@ -67,13 +81,22 @@ class Dialect:
         engine = make_engine(ref)
         run_billing_date(engine, D)  # the uninterrupted run (the `flexbill run` path)
         engine.dispose()
-        self.out = {"template": contents(tpl), "ref": contents(ref), "ref periods": periods(ref),
-                    "ref counts": outputs_of(ref)}
+        self.out = {
+            "template": contents(tpl),
+            "ref": contents(ref),
+            "ref periods": periods(ref),
+            "ref counts": outputs_of(ref),
+        }
         self.urls, self.kills = {}, []
         for point in POINTS:
             url = self.urls[point] = self.dbs.clone(tpl)
-            job = {"id": f"{dialect} {point}", "url": url, "date": D.isoformat(), "run_id": f"dag-{position(point)}",
-                   "locations": LOCATIONS}
+            job = {
+                "id": f"{dialect} {point}",
+                "url": url,
+                "date": D.isoformat(),
+                "run_id": f"dag-{position(point)}",
+                "locations": LOCATIONS,
+            }
             if position(point) is None:
                 job["pause_at"] = "mid_write"
             else:
@@ -89,10 +112,25 @@ class Dialect:
             o.after_kill, o.contents_after_kill = outputs_of(url), contents(url)
             copy = self.urls[point, "copy"] = self.dbs.clone(url)
             k = position(point) or PUBLISH  # mid publish: Airflow retries publish
-            reruns.append({"id": f"{self.name} {point} retry", "url": url, "date": D.isoformat(),
-                           "run_id": f"dag-{position(point)}", "locations": LOCATIONS, "start": k - 1})
-            reruns.append({"id": f"{self.name} {point} new", "url": copy, "date": D.isoformat(),
-                           "run_id": "dag-new", "locations": LOCATIONS})
+            reruns.append(
+                {
+                    "id": f"{self.name} {point} retry",
+                    "url": url,
+                    "date": D.isoformat(),
+                    "run_id": f"dag-{position(point)}",
+                    "locations": LOCATIONS,
+                    "start": k - 1,
+                }
+            )
+            reruns.append(
+                {
+                    "id": f"{self.name} {point} new",
+                    "url": copy,
+                    "date": D.isoformat(),
+                    "run_id": "dag-new",
+                    "locations": LOCATIONS,
+                }
+            )
             self.out[point] = o
         return reruns
 
@@ -183,4 +221,3 @@ def test_a_run_killed_at_a_task_boundary_loses_and_doubles_nothing(world, dialec
     # zero duplicates, zero lost periods
     assert o.retry_duplicates == [] and o.new_duplicates == []
     assert o.retry_periods == o.new_periods == world[dialect]["ref periods"]
-

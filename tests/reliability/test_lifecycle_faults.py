@@ -26,18 +26,18 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, update
 
+from flexbill.clock import utcnow
 from flexbill.db import dialect
 from flexbill.db import schema as s
 from flexbill.db.connect import make_engine
 from flexbill.errors import OutputRejected
 from flexbill.finance_report import write_report
 from flexbill.invoicing import finalize
-from flexbill.clock import utcnow
 from flexbill.runner import run_billing_date
 from tests.documents import assert_documents_consistent
 from tests.integration.test_cli import one_line_error
 from tests.processes import TIMEOUT, clean_env, flexbill, run_all, start
-from tests.reliability.world import D, D0, DIALECTS, Databases, contents, duplicate_periods, template, without_attempt
+from tests.reliability.world import D0, DIALECTS, D, Databases, contents, duplicate_periods, template, without_attempt
 
 GRACE = {"FLEXBILL_GRACE_DAYS": "30"}  # drafts wait for finance
 FIX = Decimal("125.00")  # plan 1's corrected price: changes D's finalized EUR invoices
@@ -70,6 +70,7 @@ def _finalize(url: str, through, actor: str):
         with engine.begin() as conn:
             dialect.lock_for_run(conn)
             return finalize(conn, through, actor, utcnow())
+
     return _engine_do(url, go)
 
 
@@ -82,6 +83,7 @@ def _fix(url: str) -> None:
     def go(engine):
         with engine.begin() as conn:
             conn.execute(update(s.plans).where(s.plans.c.id == 1).values(price=FIX))
+
     _engine_do(url, go)
 
 
@@ -116,8 +118,12 @@ def test_finalize_refuses_what_it_must_with_one_line_and_changes_nothing(world):
     blocked = world.clone("drafts")
     with pytest.raises(OutputRejected):
         with environment(**GRACE):
-            _engine_do(blocked, lambda e: run_billing_date(
-                e, D, tamper=lambda result, report: result.lines.__setitem__("amount_cents", -1)))
+            _engine_do(
+                blocked,
+                lambda e: run_billing_date(
+                    e, D, tamper=lambda result, report: result.lines.__setitem__("amount_cents", -1)
+                ),
+            )
     before, before_blocked = contents(url), contents(blocked)
     cases = [
         (("finalize", "--through", "2024-02-20", "--actor", "fin@op.example"), url, "2024-02-20 has no billing run"),
@@ -126,8 +132,11 @@ def test_finalize_refuses_what_it_must_with_one_line_and_changes_nothing(world):
         (("finalize", "--through", str(D), "--actor", "   "), url, "--actor is required"),
         (("finalize", "--through", "2024-02-30", "--actor", "fin@op.example"), url, "not a real calendar date"),
         (("finalize", "--through", "yesterday", "--actor", "fin@op.example"), url, "is not a date"),
-        (("finalize", "--through", str(D), "--actor", "fin@op.example"), blocked,
-         f"{D} cannot be finalized: the latest run of {D} was blocked"),
+        (
+            ("finalize", "--through", str(D), "--actor", "fin@op.example"),
+            blocked,
+            f"{D} cannot be finalized: the latest run of {D} was blocked",
+        ),
     ]
     results = run_all([(args, {"env": clean_env(db, **GRACE)}) for args, db, _ in cases])
     for (args, _, words), res in zip(cases, results):
@@ -143,8 +152,12 @@ def test_two_finalizations_at_once_give_a_serial_order_with_gapless_unique_numbe
     _finalize(first_d, D, "b@op.example")
     _finalize(first_d, D0, "a@op.example")  # nothing left: b finalized everything
     env = clean_env(url, **GRACE)
-    results = run_all([(("finalize", "--through", str(D0), "--actor", "a@op.example"), {"env": env}),
-                       (("finalize", "--through", str(D), "--actor", "b@op.example"), {"env": env})])
+    results = run_all(
+        [
+            (("finalize", "--through", str(D0), "--actor", "a@op.example"), {"env": env}),
+            (("finalize", "--through", str(D), "--actor", "b@op.example"), {"env": env}),
+        ]
+    )
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     raced = contents(url)
     assert raced in (contents(first_d0), contents(first_d)), "not one of the serial orders"
@@ -158,8 +171,14 @@ def _engine(url: str):
 def test_a_finalization_killed_after_taking_its_numbers_leaves_nothing_half_numbered(world):
     url, reference = world.clone("drafts"), world.clone("drafts")
     before = contents(url)
-    proc = start("finalize", "--through", str(D), "--actor", "fin@op.example",
-                 env=clean_env(url, FLEXBILL_PAUSE_AT="mid_finalize", FLEXBILL_PAUSE_SECONDS=str(TIMEOUT), **GRACE))
+    proc = start(
+        "finalize",
+        "--through",
+        str(D),
+        "--actor",
+        "fin@op.example",
+        env=clean_env(url, FLEXBILL_PAUSE_AT="mid_finalize", FLEXBILL_PAUSE_SECONDS=str(TIMEOUT), **GRACE),
+    )
     proc.wait_for_line("paused at mid_finalize")
     proc.kill()
     assert contents(url) == before, "a killed finalization left numbers or statuses behind"
@@ -184,12 +203,19 @@ def test_a_finalization_and_a_rerun_of_the_same_date_give_a_serial_order(world, 
     else:
         _finalize(reference, D, "fin@op.example")
         _run(reference, **GRACE)
-    holder_args = (("run", "--date", str(D)), "locked") if first == "rerun" else (
-        ("finalize", "--through", str(D), "--actor", "fin@op.example"), "mid_finalize")
-    other = ("finalize", "--through", str(D), "--actor", "fin@op.example") if first == "rerun" else (
-        "run", "--date", str(D))
-    holder = start(*holder_args[0], env=clean_env(url, FLEXBILL_PAUSE_AT=holder_args[1], FLEXBILL_PAUSE_SECONDS="4",
-                                                  **GRACE))
+    holder_args = (
+        (("run", "--date", str(D)), "locked")
+        if first == "rerun"
+        else (("finalize", "--through", str(D), "--actor", "fin@op.example"), "mid_finalize")
+    )
+    other = (
+        ("finalize", "--through", str(D), "--actor", "fin@op.example")
+        if first == "rerun"
+        else ("run", "--date", str(D))
+    )
+    holder = start(
+        *holder_args[0], env=clean_env(url, FLEXBILL_PAUSE_AT=holder_args[1], FLEXBILL_PAUSE_SECONDS="4", **GRACE)
+    )
     holder.wait_for_line(f"paused at {holder_args[1]}")
     waiting = start(*other, env=clean_env(url, **GRACE))
     results = [holder.wait(), waiting.wait()]
@@ -205,8 +231,12 @@ def test_a_correction_killed_after_its_credit_note_leaves_nothing_and_the_rerun_
     for target in (url, reference):
         _fix(target)
     before = contents(url)
-    proc = start("run", "--date", str(D),
-                 env=clean_env(url, FLEXBILL_PAUSE_AT="mid_correction", FLEXBILL_PAUSE_SECONDS=str(TIMEOUT)))
+    proc = start(
+        "run",
+        "--date",
+        str(D),
+        env=clean_env(url, FLEXBILL_PAUSE_AT="mid_correction", FLEXBILL_PAUSE_SECONDS=str(TIMEOUT)),
+    )
     proc.wait_for_line("paused at mid_correction")
     proc.kill()
     assert contents(url) == before, "a killed correction left a credit note or a credited invoice behind"
@@ -232,7 +262,7 @@ def test_two_reruns_of_a_finalized_date_at_once_credit_each_invoice_once(world):
     assert duplicate_periods(url) == []
 
 
-HOSTILE_ACTOR = "<script>alert(1)</script>Robert'); DROP TABLE invoices;-- \u202eevil\u202c \"q\" Zoë 🚀"
+HOSTILE_ACTOR = '<script>alert(1)</script>Robert\'); DROP TABLE invoices;-- \u202eevil\u202c "q" Zoë 🚀'
 
 
 def test_a_hostile_actor_is_stored_verbatim_and_escaped_on_the_page(world, tmp_path):

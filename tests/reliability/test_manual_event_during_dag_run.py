@@ -4,18 +4,18 @@ publish a mix (invoiced as active, counted suspended in the report). Now every m
 flexbill_state.publish_seq, so the run that staged before it refuses to publish (nothing of it is written:
 the event alone is the order "event, then no run yet"), and clearing the whole DAG run bills as "event, then run".
 """
+
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from flexbill.errors import FlexbillError
-
 from flexbill.db.connect import make_engine
+from flexbill.errors import FlexbillError
+from flexbill.manual import record_manual_event
 from flexbill.runner import run_billing_date
 from tests.reliability.dag_driver import dag_tasks, run_task, use_database
-from tests.reliability.world import D, LOCATIONS, SUSPEND_AT, LIFT_AT, Databases, contents, template, without_attempt
-from flexbill.manual import record_manual_event
+from tests.reliability.world import LIFT_AT, LOCATIONS, SUSPEND_AT, D, Databases, contents, template, without_attempt
 
 EVENTS = {"suspend": (1, SUSPEND_AT), "lift": (11, LIFT_AT)}
 
@@ -42,8 +42,10 @@ def test_a_manual_event_between_dag_tasks_gives_a_serial_order(kind, position, m
     dbs = Databases("sqlite", Path(tempfile.mkdtemp()))
     tpl = template(dbs)
     first, second, raced = dbs.clone(tpl), dbs.clone(tpl), dbs.clone(tpl)
-    _run(first); _event(first, kind)
-    _event(second, kind); _run(second)
+    _run(first)
+    _event(first, kind)
+    _event(second, kind)
+    _run(second)
     use_database(raced)
     refused = None
     for i, (name, args) in enumerate(dag_tasks(LOCATIONS), start=1):

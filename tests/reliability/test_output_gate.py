@@ -34,8 +34,7 @@ from flexbill.errors import FlexbillError
 from flexbill.runner import run_billing_date
 from tests.builders import Operator
 from tests.reliability.dag_driver import dag_tasks, interval_start, position, run_task
-from tests.reliability.world import (D, DIALECTS, LOCATIONS, Databases, contents, outputs_of, template,
-                                     without_attempt)
+from tests.reliability.world import DIALECTS, LOCATIONS, D, Databases, contents, outputs_of, template, without_attempt
 
 RUN_ID = "dag-tampered"
 VALIDATE = position("validate_output", LOCATIONS) - 1  # tasks before validate_output
@@ -55,14 +54,22 @@ def _duplicate(result, report_frame):
 
 STAGED_COLUMNS = ", ".join(c.name for c in s.stg_lines.columns)
 KINDS = {  # kind -> (tamper hook, SQL on the DAG run's staging, the reason the gate must give)
-    "negative line amount": (_negative, "update stg_lines set amount_cents = -100 where run_id = :r and contract_id = 1",
-                             "a line amount is negative"),
-    "total not subtotal + tax": (_total, "update stg_invoices set total_cents = total_cents + 1 "
-                                         "where run_id = :r and customer_id = 1",
-                                 "an invoice total differs from subtotal + tax"),
-    "period twice": (_duplicate, f"insert into stg_lines ({STAGED_COLUMNS}) select {STAGED_COLUMNS} from stg_lines "
-                                 "where run_id = :r and contract_id = 1",
-                     "a period is invoiced twice"),
+    "negative line amount": (
+        _negative,
+        "update stg_lines set amount_cents = -100 where run_id = :r and contract_id = 1",
+        "a line amount is negative",
+    ),
+    "total not subtotal + tax": (
+        _total,
+        "update stg_invoices set total_cents = total_cents + 1 where run_id = :r and customer_id = 1",
+        "an invoice total differs from subtotal + tax",
+    ),
+    "period twice": (
+        _duplicate,
+        f"insert into stg_lines ({STAGED_COLUMNS}) select {STAGED_COLUMNS} from stg_lines "
+        "where run_id = :r and contract_id = 1",
+        "a period is invoiced twice",
+    ),
 }
 
 
@@ -81,7 +88,7 @@ def gate(request, tmp_path_factory):
         before = contents(url)
         for kind, (hook, _, _) in KINDS.items():  # a date never published
             o = out[kind]
-            o["first"] = _rejection(lambda: run_billing_date(engine, D, tamper=hook))
+            o["first"] = _rejection(lambda hook=hook: run_billing_date(engine, D, tamper=hook))
             o["first counts"], o["first contents"] = outputs_of(url), contents(url)
             [o["first run row"]] = op.rows(s.billing_runs, billing_date=D)
         out["before"] = before
@@ -89,7 +96,7 @@ def gate(request, tmp_path_factory):
         out["published"] = contents(url)
         for kind, (hook, _, _) in KINDS.items():  # a rerun of the published date
             o = out[kind]
-            o["rerun"] = _rejection(lambda: run_billing_date(engine, D, tamper=hook))
+            o["rerun"] = _rejection(lambda hook=hook: run_billing_date(engine, D, tamper=hook))
             o["rerun contents"] = contents(url)
             [o["rerun run row"]] = op.rows(s.billing_runs, billing_date=D)
         run_billing_date(engine, D)  # billing_runs back to "published" (no rule event left to append)
@@ -128,16 +135,18 @@ def test_a_tampered_first_run_publishes_nothing_and_says_why(gate, kind):
     counts = o["first counts"]
     assert counts == {**{name: 0 for name in counts}, "billing_runs": 1}, counts
     assert o["first run row"]["status"] == "failed" and reason in o["first run row"]["message"]
-    assert {k: v for k, v in o["first contents"].items() if k != "billing_runs"} == \
-        {k: v for k, v in gate["before"].items() if k != "billing_runs"}
+    assert {k: v for k, v in o["first contents"].items() if k != "billing_runs"} == {
+        k: v for k, v in gate["before"].items() if k != "billing_runs"
+    }
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_a_tampered_rerun_leaves_the_previous_publish_in_place(gate, kind):
     o, reason = gate[kind], KINDS[kind][2]
     assert o["rerun"] and o["rerun"].startswith("OutputRejected: ") and reason in o["rerun"], o["rerun"]
-    assert {k: v for k, v in o["rerun contents"].items() if k != "billing_runs"} == \
-        {k: v for k, v in gate["published"].items() if k != "billing_runs"}
+    assert {k: v for k, v in o["rerun contents"].items() if k != "billing_runs"} == {
+        k: v for k, v in gate["published"].items() if k != "billing_runs"
+    }
     row = o["rerun run row"]
     assert row["status"] == "failed" and reason in row["message"] and row["published_at"] is not None, row
 

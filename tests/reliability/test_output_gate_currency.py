@@ -2,6 +2,7 @@
 (CONTRACT.md "One run" 4: one invoice per customer, in the location's currency). Found by this suite:
 the gate used to let it through.
 """
+
 import tempfile
 from pathlib import Path
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import pytest
 
 from flexbill.errors import DatabaseError, FlexbillError
-from tests.reliability.dag_driver import (dag_tasks, interval_start, position, run_task, run_tasks,
-                                          use_database)
-from tests.reliability.world import D, DIALECTS, LOCATIONS, Databases, contents, staging_rows, template
+from tests.reliability.dag_driver import interval_start, position, run_task, run_tasks
+from tests.reliability.world import DIALECTS, LOCATIONS, D, Databases, contents, staging_rows, template
 
 PUBLISH = position("publish", LOCATIONS)
 
@@ -75,8 +74,11 @@ def test_the_report_task_on_an_unreachable_database_says_what_to_do(monkeypatch)
     from flexbill import airflow_steps
     from flexbill.db.connect import make_engine
 
-    monkeypatch.setattr(airflow_steps, "engine",
-                        lambda: make_engine("postgresql://postgres:s3cret@127.0.0.1:5432/flexbill_no_such_database"))
+    monkeypatch.setattr(
+        airflow_steps,
+        "engine",
+        lambda: make_engine("postgresql://postgres:s3cret@127.0.0.1:5432/flexbill_no_such_database"),
+    )
     with pytest.raises(DatabaseError) as caught:
         airflow_steps.data_quality_report(interval_start(D))
     message = str(caught.value)

@@ -26,7 +26,7 @@ import json
 import logging
 import traceback
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from urllib.parse import quote
 
 import pytest
@@ -84,8 +84,11 @@ def cli(tmp_path_factory):
         good = good_pg.replace("postgresql://postgres@", f"postgresql://postgres:{ENCODED}@")
         cwd = tmp_path_factory.mktemp("cwd")
         jobs = [(fault, "run", (*COMMANDS["run"], "--db", url)) for fault, url in urls.items()]
-        jobs += [("unreachable server", name, (*args, "--db", urls["unreachable server"]))
-                 for name, args in COMMANDS.items() if name != "run"]
+        jobs += [
+            ("unreachable server", name, (*args, "--db", urls["unreachable server"]))
+            for name, args in COMMANDS.items()
+            if name != "run"
+        ]
         results = run_all([(args, {"cwd": cwd}) for _, _, args in jobs])
         failing = {(fault, name): res for (fault, name, _), res in zip(jobs, results)}
         init = run_all([(("init-db", "--db", good), {"cwd": cwd})])[0]
@@ -96,8 +99,11 @@ def cli(tmp_path_factory):
         yield failing, init, ran
 
 
-@pytest.mark.parametrize("fault, command", [(f, "run") for f in bad_urls("postgresql://postgres@h/x")]
-                         + [("unreachable server", c) for c in COMMANDS if c != "run"])
+@pytest.mark.parametrize(
+    "fault, command",
+    [(f, "run") for f in bad_urls("postgresql://postgres@h/x")]
+    + [("unreachable server", c) for c in COMMANDS if c != "run"],
+)
 def test_a_failing_command_never_prints_the_password(cli, fault, command):
     res = cli[0][fault, command]
     assert res.returncode != 0, f"{fault}: {command} succeeded?\n{res.stdout}"
@@ -115,8 +121,14 @@ def test_a_succeeding_command_shows_the_database_with_its_password_hidden(cli):
 
 
 def connection(**fields) -> str:
-    base = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "password": PASSWORD,
-            "schema": "postgres"}
+    base = {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": 5432,
+        "login": "postgres",
+        "password": PASSWORD,
+        "schema": "postgres",
+    }
     return json.dumps({**base, **fields})
 
 
@@ -125,7 +137,7 @@ CONNECTIONS = {
     "missing database": connection(schema=MISSING_DB),
     "unsupported type": connection(conn_type="mysql"),
 }
-START = datetime(2024, 3, 1, tzinfo=timezone.utc)
+START = datetime(2024, 3, 1, tzinfo=UTC)
 TASKS = {  # what each DAG task calls
     "extract_snapshot": lambda: airflow_steps.extract_snapshot(START, "run-1"),
     "apply_rule": lambda: airflow_steps.apply_rule(START, "run-1", "signup"),

@@ -111,8 +111,12 @@ class Databases:
 
     @staticmethod
     def disconnect(conn, name: str) -> None:
-        conn.execute(text("select pg_terminate_backend(pid) from pg_stat_activity "
-                          "where datname = :n and pid <> pg_backend_pid()"), {"n": name})
+        conn.execute(
+            text(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = :n and pid <> pg_backend_pid()"
+            ),
+            {"n": name},
+        )
 
     def close(self) -> None:
         """Drop the databases, in the background: `wait_for_cleanup` (at the end of the session) waits."""
@@ -147,8 +151,13 @@ def revoke(url: str) -> int:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'alter database "{name}" allow_connections false'))
-            return conn.execute(text("select count(pg_terminate_backend(pid)) from pg_stat_activity "
-                                     "where datname = :n and pid <> pg_backend_pid()"), {"n": name}).scalar_one()
+            return conn.execute(
+                text(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                    "where datname = :n and pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            ).scalar_one()
     finally:
         admin.dispose()
 
@@ -201,14 +210,22 @@ def outputs_of(url: str, d: date = D) -> dict:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            lines = select(func.count()).select_from(s.invoice_lines.join(
-                s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id)).where(s.invoices.c.billing_date == d)
+            lines = (
+                select(func.count())
+                .select_from(s.invoice_lines.join(s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id))
+                .where(s.invoices.c.billing_date == d)
+            )
             counts = {"invoice_lines": conn.execute(lines).scalar_one()}
-            for table, column in ((s.invoices, "billing_date"), (s.skipped_contracts, "billing_date"),
-                                  (s.quarantine, "billing_date"), (s.active_user_report, "report_date"),
-                                  (s.billing_runs, "billing_date")):
+            for table, column in (
+                (s.invoices, "billing_date"),
+                (s.skipped_contracts, "billing_date"),
+                (s.quarantine, "billing_date"),
+                (s.active_user_report, "report_date"),
+                (s.billing_runs, "billing_date"),
+            ):
                 counts[table.name] = conn.execute(
-                    select(func.count()).select_from(table).where(table.c[column] == d)).scalar_one()
+                    select(func.count()).select_from(table).where(table.c[column] == d)
+                ).scalar_one()
         return counts
     finally:
         engine.dispose()
@@ -219,10 +236,16 @@ def duplicate_periods(url: str) -> list:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(  # lines of credited invoices are cancelled
-                "select l.contract_id, l.period_start, count(*) from invoice_lines as l "
-                "join invoices as i on i.invoice_id = l.invoice_id where i.status <> 'credited' "
-                "group by l.contract_id, l.period_start having count(*) > 1"))]
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(  # lines of credited invoices are cancelled
+                        "select l.contract_id, l.period_start, count(*) from invoice_lines as l "
+                        "join invoices as i on i.invoice_id = l.invoice_id where i.status <> 'credited' "
+                        "group by l.contract_id, l.period_start having count(*) > 1"
+                    )
+                )
+            ]
     finally:
         engine.dispose()
 
@@ -232,10 +255,14 @@ def periods(url: str) -> set:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return {tuple(r) for r in conn.execute(
-                select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start)
-                .join(s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id)
-                .where(s.invoices.c.status != "credited"))}
+            return {
+                tuple(r)
+                for r in conn.execute(
+                    select(s.invoice_lines.c.contract_id, s.invoice_lines.c.period_start)
+                    .join(s.invoices, s.invoices.c.invoice_id == s.invoice_lines.c.invoice_id)
+                    .where(s.invoices.c.status != "credited")
+                )
+            }
     finally:
         engine.dispose()
 

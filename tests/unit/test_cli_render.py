@@ -1,4 +1,5 @@
 """How the CLI lays out text for people: explain folds periods invoiced outside flexbill, help joins lines."""
+
 from types import SimpleNamespace as P
 
 from flexbill.cli import _collapse_before_flexbill

@@ -37,39 +37,70 @@ def test_revision_and_credit_note_ids_are_unique_per_customer_and_date():
 
 
 def _invoice(customer, total, invoice_id=None, location=1, currency="EUR"):
-    return {"invoice_id": invoice_id or f"INV-{customer}", "customer_id": customer, "location_id": location,
-            "currency": currency, "subtotal_cents": total, "tax_cents": 0, "total_cents": total}
+    return {
+        "invoice_id": invoice_id or f"INV-{customer}",
+        "customer_id": customer,
+        "location_id": location,
+        "currency": currency,
+        "subtotal_cents": total,
+        "tax_cents": 0,
+        "total_cents": total,
+    }
 
 
 def _line(customer, contract, start, amount, invoice_id=None, end="2026-11-15", quantity=1):
-    return {"invoice_id": invoice_id or f"INV-{customer}", "customer_id": customer, "contract_id": contract,
-            "period_start": pd.Timestamp(start), "period_end": pd.Timestamp(end), "quantity": quantity,
-            "unit_cents": amount, "amount_cents": amount, "prorated": False}
+    return {
+        "invoice_id": invoice_id or f"INV-{customer}",
+        "customer_id": customer,
+        "contract_id": contract,
+        "period_start": pd.Timestamp(start),
+        "period_end": pd.Timestamp(end),
+        "quantity": quantity,
+        "unit_cents": amount,
+        "amount_cents": amount,
+        "prorated": False,
+    }
 
 
 def _reconcile(old_inv, old_lines, new_inv, new_lines):
-    return L.reconcile(pd.DataFrame(old_inv), pd.DataFrame(old_lines), pd.DataFrame(new_inv),
-                       pd.DataFrame(new_lines, columns=list(_line(0, 0, "2026-01-01", 0))), D)
+    return L.reconcile(
+        pd.DataFrame(old_inv),
+        pd.DataFrame(old_lines),
+        pd.DataFrame(new_inv),
+        pd.DataFrame(new_lines, columns=list(_line(0, 0, "2026-01-01", 0))),
+        D,
+    )
 
 
 def test_an_equal_result_keeps_the_finalized_invoice():
     old = [_invoice(1, 1000, "1-old")]
-    rec = _reconcile(old, [_line(1, 10, "2026-10-15", 1000, "1-old")], [_invoice(1, 1000)],
-                     [_line(1, 10, "2026-10-15", 1000)])
+    rec = _reconcile(
+        old, [_line(1, 10, "2026-10-15", 1000, "1-old")], [_invoice(1, 1000)], [_line(1, 10, "2026-10-15", 1000)]
+    )
     assert rec.kept == {1} and rec.credited.empty
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"amount_cents": 1200}, "1 line changed"),
-    ({"quantity": 2}, "1 line changed"),
-    ({"end": "2026-11-01"}, "1 line changed"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"amount_cents": 1200}, "1 line changed"),
+        ({"quantity": 2}, "1 line changed"),
+        ({"end": "2026-11-01"}, "1 line changed"),
+    ],
+)
 def test_a_changed_line_credits_the_invoice_and_says_what_changed(change, words):
-    new_line = _line(1, 10, "2026-10-15", change.get("amount_cents", 1000), end=change.get("end", "2026-11-15"),
-                     quantity=change.get("quantity", 1))
+    new_line = _line(
+        1,
+        10,
+        "2026-10-15",
+        change.get("amount_cents", 1000),
+        end=change.get("end", "2026-11-15"),
+        quantity=change.get("quantity", 1),
+    )
     total = change.get("amount_cents", 1000)
-    rec = _reconcile([_invoice(1, 1000, "1-old")], [_line(1, 10, "2026-10-15", 1000, "1-old")],
-                     [_invoice(1, total)], [new_line])
+    rec = _reconcile(
+        [_invoice(1, 1000, "1-old")], [_line(1, 10, "2026-10-15", 1000, "1-old")], [_invoice(1, total)], [new_line]
+    )
     assert rec.kept == set()
     assert rec.credited["invoice_id"].tolist() == ["1-old"]
     assert words in rec.credited["reason"].iloc[0]
@@ -77,8 +108,10 @@ def test_a_changed_line_credits_the_invoice_and_says_what_changed(change, words)
 
 
 def test_an_added_or_removed_line_credits_and_nothing_left_to_bill_says_so():
-    old_inv, old_lines = [_invoice(1, 1000, "1-old"), _invoice(2, 500, "2-old")], [
-        _line(1, 10, "2026-10-15", 1000, "1-old"), _line(2, 20, "2026-10-15", 500, "2-old")]
+    old_inv, old_lines = (
+        [_invoice(1, 1000, "1-old"), _invoice(2, 500, "2-old")],
+        [_line(1, 10, "2026-10-15", 1000, "1-old"), _line(2, 20, "2026-10-15", 500, "2-old")],
+    )
     new_inv = [_invoice(1, 1700)]
     new_lines = [_line(1, 10, "2026-10-15", 1000), _line(1, 11, "2026-10-01", 700)]
     rec = _reconcile(old_inv, old_lines, new_inv, new_lines)
@@ -89,7 +122,10 @@ def test_an_added_or_removed_line_credits_and_nothing_left_to_bill_says_so():
 
 
 def test_customers_without_a_finalized_invoice_are_not_reconciled():
-    rec = _reconcile([_invoice(1, 1000, "1-old")], [_line(1, 10, "2026-10-15", 1000, "1-old")],
-                     [_invoice(1, 1000), _invoice(5, 99)], [_line(1, 10, "2026-10-15", 1000),
-                                                            _line(5, 50, "2026-10-15", 99)])
+    rec = _reconcile(
+        [_invoice(1, 1000, "1-old")],
+        [_line(1, 10, "2026-10-15", 1000, "1-old")],
+        [_invoice(1, 1000), _invoice(5, 99)],
+        [_line(1, 10, "2026-10-15", 1000), _line(5, 50, "2026-10-15", 99)],
+    )
     assert rec.kept == {1} and rec.credited.empty

@@ -10,8 +10,19 @@ from pathlib import Path
 import flexbill
 
 PACKAGE = Path(flexbill.__file__).resolve().parent
-CORE = ("clock", "periods", "money", "suspension", "vector", "rules", "billing", "report", "lifecycle", "frames",
-        "errors")
+CORE = (
+    "clock",
+    "periods",
+    "money",
+    "suspension",
+    "vector",
+    "rules",
+    "billing",
+    "report",
+    "lifecycle",
+    "frames",
+    "errors",
+)
 
 
 def _module(path: Path) -> str:
@@ -31,8 +42,11 @@ def _imports(path: Path) -> set[str]:
             names = [a.name for a in node.names]
             for name in names:  # `from . import steps` imports a module; `from .steps import x` imports steps
                 candidate = ".".join([*target, name])
-                out.add(candidate if (PACKAGE / Path(*candidate.split("."))).with_suffix(".py").exists()
-                        else ".".join(target))
+                out.add(
+                    candidate
+                    if (PACKAGE / Path(*candidate.split("."))).with_suffix(".py").exists()
+                    else ".".join(target)
+                )
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("flexbill"):
             out.add(node.module.removeprefix("flexbill").lstrip("."))
     return {m for m in out if m and m != _module(path)}
@@ -52,7 +66,7 @@ def _cycle(g: dict[str, set[str]]) -> list[str] | None:
         stack.append(n)
         for m in sorted(g.get(n, ())):
             if state.get(m) == 1:
-                return [*stack[stack.index(m):], m]
+                return [*stack[stack.index(m) :], m]
             if m not in state and (found := visit(m)):
                 return found
         stack.pop()
@@ -81,7 +95,8 @@ def test_the_core_imports_no_airflow_and_no_database():
         source = (PACKAGE / f"{name}.py").read_text()
         tree = ast.parse(source)
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
-                     and not n.level}
+        imported |= {
+            n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level
+        }
         assert not imported & {"airflow", "sqlalchemy", "great_expectations"}, name
         assert not graph()[name] & {"db", "db.connect", "db.dialect", "db.extract", "db.schema", "steps", "runner"}

@@ -9,21 +9,23 @@ import pytest
 
 from flexbill.money import Money, from_cents, half_up_div, prorate, round_cents, tax_on, to_cents
 
-
 # --------------------------------------------------------------------------- round_cents
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("0.005", "0.01"),  # half a cent rounds up (half-even would give 0.00)
-    ("0.015", "0.02"),
-    ("0.025", "0.03"),  # half-even would give 0.02
-    ("2.675", "2.68"),
-    ("1.004999", "1.00"),
-    ("1.0050", "1.01"),
-    ("10", "10.00"),
-    ("0", "0.00"),
-    ("-0.005", "-0.01"),  # half-up is away from zero for Decimal ROUND_HALF_UP
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("0.005", "0.01"),  # half a cent rounds up (half-even would give 0.00)
+        ("0.015", "0.02"),
+        ("0.025", "0.03"),  # half-even would give 0.02
+        ("2.675", "2.68"),
+        ("1.004999", "1.00"),
+        ("1.0050", "1.01"),
+        ("10", "10.00"),
+        ("0", "0.00"),
+        ("-0.005", "-0.01"),  # half-up is away from zero for Decimal ROUND_HALF_UP
+    ],
+)
 def test_round_cents_rounds_half_up(value, expected):
     got = round_cents(Decimal(value))
     assert got == Decimal(expected)
@@ -62,9 +64,17 @@ def test_tax_on_rounds_half_up_on_the_subtotal():
 # --------------------------------------------------------------------------- cents
 
 
-@pytest.mark.parametrize("value, cents", [
-    ("0.00", 0), ("0.01", 1), ("12.34", 1234), ("12.3", 1230), ("7", 700), ("9999999999.99", 999999999999),
-])
+@pytest.mark.parametrize(
+    "value, cents",
+    [
+        ("0.00", 0),
+        ("0.01", 1),
+        ("12.34", 1234),
+        ("12.3", 1230),
+        ("7", 700),
+        ("9999999999.99", 999999999999),
+    ],
+)
 def test_to_cents_converts_whole_cents_exactly(value, cents):
     assert to_cents(Decimal(value)) == cents
     assert isinstance(to_cents(Decimal(value)), int)
@@ -90,19 +100,22 @@ def test_from_cents_is_the_inverse_of_to_cents():
 # --------------------------------------------------------------------------- half_up_div
 
 
-@pytest.mark.parametrize("num, den, expected", [
-    (0, 7, 0),
-    (5, 10, 1),  # exactly one half rounds up
-    (4, 10, 0),
-    (6, 10, 1),
-    (15, 10, 2),  # 1.5 -> 2
-    (25, 10, 3),  # 2.5 -> 3 (half-even would give 2)
-    (14, 28, 1),  # 0.5 -> 1
-    (13, 28, 0),
-    (126, 28, 5),  # 4.5 -> 5
-    (100 * 9, 28, 32),  # 32.14 -> 32
-    (20, 10, 2),  # exact quotient unchanged
-])
+@pytest.mark.parametrize(
+    "num, den, expected",
+    [
+        (0, 7, 0),
+        (5, 10, 1),  # exactly one half rounds up
+        (4, 10, 0),
+        (6, 10, 1),
+        (15, 10, 2),  # 1.5 -> 2
+        (25, 10, 3),  # 2.5 -> 3 (half-even would give 2)
+        (14, 28, 1),  # 0.5 -> 1
+        (13, 28, 0),
+        (126, 28, 5),  # 4.5 -> 5
+        (100 * 9, 28, 32),  # 32.14 -> 32
+        (20, 10, 2),  # exact quotient unchanged
+    ],
+)
 def test_half_up_div_rounds_half_up(num, den, expected):
     assert half_up_div(num, den) == expected
 

@@ -30,8 +30,13 @@ DATA = {"sql": SQL_FILES, "gx_suites": SUITE_FILES}
 def test_the_data_folders_hold_the_files_the_code_names():
     from flexbill import quality
 
-    assert {"later_lines.sql", "rewind_ledger.sql", "window_lines.sql", "lifecycle.postgresql.sql",
-            "lifecycle.sqlite.sql"} <= set(SQL_FILES)
+    assert {
+        "later_lines.sql",
+        "rewind_ledger.sql",
+        "window_lines.sql",
+        "lifecycle.postgresql.sql",
+        "lifecycle.sqlite.sql",
+    } <= set(SQL_FILES)
     assert SUITE_FILES == sorted(f"{name}.json" for name in quality.SUITE_NAMES)
 
 
@@ -46,12 +51,33 @@ def wheel(tmp_path_factory) -> Path:
     for path in ROOT.iterdir():
         if path.is_file() and not path.name.startswith("."):
             shutil.copy2(path, src / path.name)
-    shutil.copytree(PACKAGE.parent, src / "plugins", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    shutil.copytree(
+        PACKAGE.parent,
+        src / "plugins",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "-q", "-w", str(tmp / "dist"), str(src)],
-        capture_output=True, text=True, timeout=120, cwd=tmp, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (built,) = (tmp / "dist").glob("flexbill-*.whl")
     return built
@@ -104,9 +130,15 @@ def test_dialect_and_quality_find_their_files_in_the_wheel_without_the_repositor
             whl.extractall(target)
     else:
         target = wheel
-    run = subprocess.run([sys.executable, "-c", PROBE, str(target), str(PACKAGE.parent), ",".join(SQL_FILES)],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
-                         env={**os.environ, "PYTHONPATH": ""})
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(target), str(PACKAGE.parent), ",".join(SQL_FILES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["file"].startswith(str(target)) and not out["file"].startswith(str(ROOT)), out["file"]
@@ -121,8 +153,9 @@ def test_dialect_and_quality_find_their_files_in_the_wheel_without_the_repositor
         assert out["suites"][name] == json.loads((PACKAGE / "gx_suites" / f"{name}.json").read_text()), name
 
 
-@pytest.mark.parametrize("link, target", [("include/sql", "plugins/flexbill/sql"),
-                                          ("include/gx/expectations", "plugins/flexbill/gx_suites")])
+@pytest.mark.parametrize(
+    "link, target", [("include/sql", "plugins/flexbill/sql"), ("include/gx/expectations", "plugins/flexbill/gx_suites")]
+)
 def test_the_include_folders_are_relative_symlinks_into_the_package(link, target):
     path = ROOT / link
     assert path.is_symlink(), f"{link} should be a symlink to {target}"

@@ -59,17 +59,27 @@ def test_feb_29_start_bills_on_the_29th_and_on_feb_28_in_common_years():
     terms = Terms(start_date=D(2024, 2, 29))
     got = starts(terms, D(2025, 3, 29))
     assert got == [
-        D(2024, 2, 29), D(2024, 3, 29), D(2024, 4, 29), D(2024, 5, 29), D(2024, 6, 29),
-        D(2024, 7, 29), D(2024, 8, 29), D(2024, 9, 29), D(2024, 10, 29), D(2024, 11, 29),
-        D(2024, 12, 29), D(2025, 1, 29), D(2025, 2, 28), D(2025, 3, 29),
+        D(2024, 2, 29),
+        D(2024, 3, 29),
+        D(2024, 4, 29),
+        D(2024, 5, 29),
+        D(2024, 6, 29),
+        D(2024, 7, 29),
+        D(2024, 8, 29),
+        D(2024, 9, 29),
+        D(2024, 10, 29),
+        D(2024, 11, 29),
+        D(2024, 12, 29),
+        D(2025, 1, 29),
+        D(2025, 2, 28),
+        D(2025, 3, 29),
     ]
 
 
 def test_feb_29_start_on_yearly_plan_bills_feb_28_until_the_next_leap_year():
     terms = Terms(start_date=D(2024, 2, 29), every_months=12)
     got = list(periods(terms, D(2028, 2, 29)))
-    assert [p.start for p in got] == [D(2024, 2, 29), D(2025, 2, 28), D(2026, 2, 28), D(2027, 2, 28),
-                                      D(2028, 2, 29)]
+    assert [p.start for p in got] == [D(2024, 2, 29), D(2025, 2, 28), D(2026, 2, 28), D(2027, 2, 28), D(2028, 2, 29)]
     # 29 Feb 2024 -> 28 Feb 2025: 1 (29 Feb) + 306 (Mar..Dec) + 31 + 27 = 365 days;
     # 28 Feb 2027 -> 29 Feb 2028: 365 days to 28 Feb 2028, + 1 = 366; 29 Feb 2028 -> 28 Feb 2029: 365.
     assert [p.full_days for p in got] == [365, 365, 365, 366, 365]

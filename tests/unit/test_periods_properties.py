@@ -14,7 +14,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flexbill import vector
@@ -49,14 +49,21 @@ def terms_(draw, with_next_invoice_date=True):
     else:
         every_months = draw(st.one_of(st.sampled_from([1, 1, 2, 3, 6, 12]), st.integers(1, 24)))
         every_weeks = 0
-        billing_day = draw(st.one_of(st.none(), st.sampled_from([1, 28, start.day if start.day <= 28 else 28]),
-                                     st.integers(1, 28)))
+        billing_day = draw(
+            st.one_of(st.none(), st.sampled_from([1, 28, start.day if start.day <= 28 else 28]), st.integers(1, 28))
+        )
     cancellation = draw(st.one_of(st.none(), st.integers(0, 900).map(lambda n: start + timedelta(days=n))))
     nid = None
     if with_next_invoice_date:
         nid = draw(st.one_of(st.none(), st.integers(-60, 900).map(lambda n: start + timedelta(days=n))))
-    return Terms(start_date=start, every_months=every_months, every_weeks=every_weeks, billing_day=billing_day,
-                 cancellation_date=cancellation, next_invoice_date=nid)
+    return Terms(
+        start_date=start,
+        every_months=every_months,
+        every_weeks=every_weeks,
+        billing_day=billing_day,
+        cancellation_date=cancellation,
+        next_invoice_date=nid,
+    )
 
 
 def around(start: date, lo=-60, hi=1200):
@@ -73,8 +80,9 @@ def grid_of(terms_list: list[Terms]) -> vector.Grid:
 
 
 def d64(values) -> np.ndarray:
-    return np.array([np.datetime64("NaT") if v is None else np.datetime64(v, "D") for v in values],
-                    dtype="datetime64[D]")
+    return np.array(
+        [np.datetime64("NaT") if v is None else np.datetime64(v, "D") for v in values], dtype="datetime64[D]"
+    )
 
 
 def as_date(x) -> date:
@@ -138,7 +146,8 @@ def test_period_starts_are_computed_from_the_anchor(data, terms):
 @SETTINGS
 @given(data=st.data(), terms=terms_(), unit_cents=st.integers(0, 10**9), quantity=st.integers(1, 1000))
 def test_each_period_is_at_most_a_full_step_and_never_bills_more_than_unit_times_quantity(
-        data, terms, unit_cents, quantity):
+    data, terms, unit_cents, quantity
+):
     through = data.draw(around(terms.start_date), label="through")
     unit = from_cents(unit_cents)
     for p in periods(terms, through):
@@ -147,8 +156,10 @@ def test_each_period_is_at_most_a_full_step_and_never_bills_more_than_unit_times
             assert p.full_days == 7 * terms.every_weeks
         else:
             assert 28 * terms.every_months <= p.full_days <= 31 * terms.every_months
-            assert p.full_days in range(365 * (terms.every_months // 12) + 28 * (terms.every_months % 12),
-                                        366 * (terms.every_months // 12) + 31 * (terms.every_months % 12) + 1)
+            assert p.full_days in range(
+                365 * (terms.every_months // 12) + 28 * (terms.every_months % 12),
+                366 * (terms.every_months // 12) + 31 * (terms.every_months % 12) + 1,
+            )
         amount = p.amount(unit, quantity)
         assert Decimal(0) <= amount <= unit * quantity
         assert amount == amount.quantize(Decimal("0.01"))
@@ -156,8 +167,7 @@ def test_each_period_is_at_most_a_full_step_and_never_bills_more_than_unit_times
 
 @SETTINGS
 @given(data=st.data(), terms=terms_(), unit_cents=st.integers(1, 10**9), quantity=st.integers(1, 1000))
-def test_a_period_is_prorated_iff_shorter_than_its_full_step_and_only_at_the_edges(
-        data, terms, unit_cents, quantity):
+def test_a_period_is_prorated_iff_shorter_than_its_full_step_and_only_at_the_edges(data, terms, unit_cents, quantity):
     through = data.draw(around(terms.start_date), label="through")
     unit = from_cents(unit_cents)
     got = list(periods(terms, through))
@@ -166,8 +176,11 @@ def test_a_period_is_prorated_iff_shorter_than_its_full_step_and_only_at_the_edg
         if not p.prorated:
             assert p.amount(unit, quantity) == unit * quantity
         else:
-            short_first = (p.start == terms.start_date and terms.billing_day is not None
-                           and terms.start_date.day != terms.billing_day)
+            short_first = (
+                p.start == terms.start_date
+                and terms.billing_day is not None
+                and terms.start_date.day != terms.billing_day
+            )
             cut = p.end == terms.cancellation_date
             assert short_first or cut
             exact = Fraction(unit_cents * quantity * p.days, p.full_days)  # cents
@@ -217,24 +230,40 @@ def windows(draw, n_max=6):
 @BATCH_SETTINGS
 @given(batch=windows())
 @example(batch=([Terms(date(2024, 1, 31))], [date(2024, 1, 1)], [date(2024, 6, 1)]))
-@example(batch=([Terms(date(2023, 2, 20), billing_day=1), Terms(date(2024, 2, 20), billing_day=1)],
-                [date(2023, 1, 1), date(2024, 1, 1)], [date(2023, 5, 1), date(2024, 5, 1)]))
-@example(batch=([Terms(date(2023, 2, 20), every_months=3, billing_day=1, cancellation_date=date(2023, 2, 25))],
-                [date(2023, 2, 20)], [date(2024, 1, 1)]))
-@example(batch=([Terms(date(2024, 1, 15), cancellation_date=date(2024, 1, 15))], [date(2024, 1, 15)],
-                [date(2024, 5, 1)]))
+@example(
+    batch=(
+        [Terms(date(2023, 2, 20), billing_day=1), Terms(date(2024, 2, 20), billing_day=1)],
+        [date(2023, 1, 1), date(2024, 1, 1)],
+        [date(2023, 5, 1), date(2024, 5, 1)],
+    )
+)
+@example(
+    batch=(
+        [Terms(date(2023, 2, 20), every_months=3, billing_day=1, cancellation_date=date(2023, 2, 25))],
+        [date(2023, 2, 20)],
+        [date(2024, 1, 1)],
+    )
+)
+@example(
+    batch=([Terms(date(2024, 1, 15), cancellation_date=date(2024, 1, 15))], [date(2024, 1, 15)], [date(2024, 5, 1)])
+)
 def test_vector_enumerate_periods_equals_reference_periods(batch):
     terms_list, los, his = batch
     grid = grid_of(terms_list)
     got = vector.enumerate_periods(grid, d64(los), d64(his), d64([t.cancellation_date for t in terms_list]))
     assert len(got.row) == len(got.start) == len(got.end) == len(got.days) == len(got.full_days)
     for i, (t, lo, hi) in enumerate(zip(terms_list, los, his)):
-        want = [(p.start, p.end, p.days, p.full_days)
-                for p in owed_periods(Terms(t.start_date, t.every_months, t.every_weeks, t.billing_day,
-                                            t.cancellation_date, lo), hi)]
+        want = [
+            (p.start, p.end, p.days, p.full_days)
+            for p in owed_periods(
+                Terms(t.start_date, t.every_months, t.every_weeks, t.billing_day, t.cancellation_date, lo), hi
+            )
+        ]
         mine = got.row == i
-        have = [(as_date(s), as_date(e), int(d), int(f))
-                for s, e, d, f in zip(got.start[mine], got.end[mine], got.days[mine], got.full_days[mine])]
+        have = [
+            (as_date(s), as_date(e), int(d), int(f))
+            for s, e, d, f in zip(got.start[mine], got.end[mine], got.days[mine], got.full_days[mine])
+        ]
         assert have == want, f"contract {i}: {t}, window [{lo}, {hi}]"
     assert (np.diff(got.row) >= 0).all()  # grouped by contract, in order
 

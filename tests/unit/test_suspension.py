@@ -62,8 +62,12 @@ def test_any_source_of_suspend_suspends(source):
 
 
 def test_only_a_lift_ends_a_suspension_later_automatic_suspends_keep_it():
-    events = [ev(1, T, "suspend", "manual"), ev(2, T + S, "suspend", "signup"),
-              ev(3, T + 2 * S, "suspend", "plan"), ev(4, T + 3 * S, "suspend", "crm_stage")]
+    events = [
+        ev(1, T, "suspend", "manual"),
+        ev(2, T + S, "suspend", "signup"),
+        ev(3, T + 2 * S, "suspend", "plan"),
+        ev(4, T + 3 * S, "suspend", "crm_stage"),
+    ]
     assert is_suspended(events, T + timedelta(days=365)) is True
     events.append(ev(5, T + 4 * S, "lift"))
     assert is_suspended(events, T + 5 * S) is False
@@ -81,8 +85,13 @@ LATEST = T - timedelta(days=1)
 
 
 def view(exists=True, archived_at=None, suspended=False, latest_event_at=LATEST, customer_id=42):
-    return CustomerView(customer_id=customer_id, exists=exists, archived_at=archived_at, suspended=suspended,
-                        latest_event_at=latest_event_at)
+    return CustomerView(
+        customer_id=customer_id,
+        exists=exists,
+        archived_at=archived_at,
+        suspended=suspended,
+        latest_event_at=latest_event_at,
+    )
 
 
 def refusal(action, customer, at=T) -> str:

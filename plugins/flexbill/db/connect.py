@@ -60,9 +60,11 @@ def make_engine(url: str | None = None) -> Engine:
     connected here: a SQLite file that does not exist is reported by `require_schema` (only `init_db` creates one)."""
     url = default_url() if url is None else url
     if not str(url).strip():
-        raise DatabaseError("the database URL is empty: give --db a SQLAlchemy URL (e.g. sqlite:///var/flexbill.sqlite "
-                            "or postgresql://user@host:5432/dbname), or leave --db out to use $FLEXBILL_DB_URL or the "
-                            "embedded SQLite file")
+        raise DatabaseError(
+            "the database URL is empty: give --db a SQLAlchemy URL (e.g. sqlite:///var/flexbill.sqlite "
+            "or postgresql://user@host:5432/dbname), or leave --db out to use $FLEXBILL_DB_URL or the "
+            "embedded SQLite file"
+        )
     try:
         parsed = make_url(url)
         _ = parsed.port  # a non-numeric port raises here, not at the first connection
@@ -75,9 +77,14 @@ def make_engine(url: str | None = None) -> Engine:
     if backend not in SUPPORTED_DRIVERS:
         raise DatabaseError(f"unsupported database '{backend}': use PostgreSQL or SQLite")
     if parsed.drivername != backend and driver not in SUPPORTED_DRIVERS[backend]:
-        raise DatabaseError(f"cannot use '{redact(url)}': flexbill does not support the driver '{driver}'. Use "
-                            + ("postgresql://user@host:5432/dbname (the psycopg driver is installed)"
-                               if backend == "postgresql" else "sqlite:///path/to/file.sqlite"))
+        raise DatabaseError(
+            f"cannot use '{redact(url)}': flexbill does not support the driver '{driver}'. Use "
+            + (
+                "postgresql://user@host:5432/dbname (the psycopg driver is installed)"
+                if backend == "postgresql"
+                else "sqlite:///path/to/file.sqlite"
+            )
+        )
     if backend == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 120})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -86,8 +93,10 @@ def make_engine(url: str | None = None) -> Engine:
     try:
         return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     except (ArgumentError, ImportError) as exc:  # NoSuchModuleError (an unknown driver) is an ArgumentError
-        raise DatabaseError(f"cannot use '{redact(url)}': {exc}. Use postgresql://user@host:5432/dbname "
-                            "(the psycopg driver is installed)") from None
+        raise DatabaseError(
+            f"cannot use '{redact(url)}': {exc}. Use postgresql://user@host:5432/dbname "
+            "(the psycopg driver is installed)"
+        ) from None
 
 
 def sqlite_file(engine: Engine) -> Path | None:
@@ -106,8 +115,10 @@ def check_reachable(engine: Engine, create: bool = False) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.exists():
             where = engine.url.render_as_string(hide_password=False)
-            raise DatabaseError(f"the SQLite database {path} does not exist: create it with "
-                                f"`flexbill init-db --db {where}` (or check the path)")
+            raise DatabaseError(
+                f"the SQLite database {path} does not exist: create it with "
+                f"`flexbill init-db --db {where}` (or check the path)"
+            )
     try:
         with engine.connect():
             pass
@@ -126,8 +137,9 @@ def require_schema(engine: Engine) -> None:
         present = set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise DatabaseError(f"cannot read the database schema of "
-                            f"{redact(engine.url.render_as_string(hide_password=False))}: {reason}") from None
+        raise DatabaseError(
+            f"cannot read the database schema of {redact(engine.url.render_as_string(hide_password=False))}: {reason}"
+        ) from None
     from .migrate import needs_upgrade
 
     with engine.connect() as conn:
@@ -135,7 +147,8 @@ def require_schema(engine: Engine) -> None:
             raise DatabaseError(
                 f"the database {redact(engine.url.render_as_string(hide_password=False))} was written by an earlier "
                 "flexbill (invoices without drafts and numbers): run `flexbill init-db` to upgrade it (every invoice "
-                "and line is kept)")
+                "and line is kept)"
+            )
     missing = [t.name for t in schema.metadata.sorted_tables if t.name not in present]
     if missing:
         raise DatabaseError(

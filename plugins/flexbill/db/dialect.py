@@ -91,8 +91,9 @@ def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = Non
     if n == 0:
         return 0
     names = [c.name for c in table.columns if c.name in frame.columns or c.name in fixed]
-    values = [column_values(frame[name], table.c[name].type) if name in frame.columns else [fixed[name]] * n
-              for name in names]
+    values = [
+        column_values(frame[name], table.c[name].type) if name in frame.columns else [fixed[name]] * n for name in names
+    ]
     if conn.dialect.name == "postgresql":  # every PostgreSQL write goes through COPY (one path, every test)
         _copy(conn, table.name, names, zip(*values))
     else:
@@ -100,8 +101,9 @@ def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = Non
     return n
 
 
-def _executemany(conn: Connection, table: Table, names: list[str], values: list[list],
-                 key: list[str] | None = None) -> None:
+def _executemany(
+    conn: Connection, table: Table, names: list[str], values: list[list], key: list[str] | None = None
+) -> None:
     """SQLite: one INSERT (... ON CONFLICT (key) DO UPDATE) executemany of plain tuples on the DB-API cursor, each
     column's own bind processor applied once per column (SQLAlchemy's executemany builds parameters row by row:
     5x slower on 200k rows)."""
@@ -112,11 +114,13 @@ def _executemany(conn: Connection, table: Table, names: list[str], values: list[
         updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {updates}"
     processors = [table.c[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for n in names]
-    bound = [column if proc is None else [None if v is None else proc(v) for v in column]
-             for proc, column in zip(processors, values)]  # values: one list per column
+    bound = [
+        column if proc is None else [None if v is None else proc(v) for v in column]
+        for proc, column in zip(processors, values)
+    ]  # values: one list per column
     params = list(zip(*bound))
     for i in range(0, len(params), BATCH * 20):
-        conn.exec_driver_sql(sql, params[i:i + BATCH * 20])
+        conn.exec_driver_sql(sql, params[i : i + BATCH * 20])
 
 
 NULL_MARK = "<<flexbill:null>>"  # how NULL travels in COPY's CSV: no real value looks like it
@@ -129,8 +133,7 @@ def _copy(conn: Connection, table_name: str, names: list[str], rows) -> None:
     import io
 
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(
-        [NULL_MARK if v is None else v for v in row] for row in rows)
+    csv.writer(buffer, lineterminator="\n").writerows([NULL_MARK if v is None else v for v in row] for row in rows)
     cursor = conn.connection.dbapi_connection.cursor()
     columns = ", ".join(f'"{n}"' for n in names)
     with cursor.copy(f"COPY \"{table_name}\" ({columns}) FROM STDIN (FORMAT csv, NULL '{NULL_MARK}')") as copy:
@@ -178,14 +181,18 @@ def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
     columns = ", ".join(f'"{n}"' for n in names)
     updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in key)
     keys = ", ".join(f'"{k}"' for k in key)
-    conn.execute(text(f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{temp}" '
-                      f'ON CONFLICT ({keys}) DO UPDATE SET {updates}'))
+    conn.execute(
+        text(
+            f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{temp}" '
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        )
+    )
 
 
 def insert_rows(conn: Connection, table: Table, rows: list[dict]) -> None:
     """Bulk insert in executemany batches."""
     for i in range(0, len(rows), BATCH):
-        conn.execute(table.insert(), rows[i:i + BATCH])
+        conn.execute(table.insert(), rows[i : i + BATCH])
 
 
 def insert_ignoring_conflicts(conn: Connection, table: Table, rows: list[dict], key: str) -> int:
@@ -196,7 +203,7 @@ def insert_ignoring_conflicts(conn: Connection, table: Table, rows: list[dict], 
     stmt = module.insert(table).on_conflict_do_nothing(index_elements=[key])
     inserted = 0
     for i in range(0, len(rows), BATCH):
-        result = conn.execute(stmt, rows[i:i + BATCH])
+        result = conn.execute(stmt, rows[i : i + BATCH])
         inserted += max(result.rowcount, 0)
     return inserted
 
@@ -207,10 +214,9 @@ def upsert(conn: Connection, table: Table, rows: list[dict], key: list[str]) -> 
         return
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
     base = module.insert(table)
-    stmt = base.on_conflict_do_update(
-        index_elements=key, set_={c: base.excluded[c] for c in rows[0] if c not in key})
+    stmt = base.on_conflict_do_update(index_elements=key, set_={c: base.excluded[c] for c in rows[0] if c not in key})
     for i in range(0, len(rows), BATCH):
-        conn.execute(stmt, rows[i:i + BATCH])
+        conn.execute(stmt, rows[i : i + BATCH])
 
 
 def update_frame(conn: Connection, table: Table, frame, key: str, fixed: dict | None = None) -> int:
@@ -226,27 +232,28 @@ def update_frame(conn: Connection, table: Table, frame, key: str, fixed: dict | 
         temp = f"tmp_update_{table.name}"
         columns = ", ".join(f'"{n}"' for n in names)
         conn.execute(text(f'DROP TABLE IF EXISTS "{temp}"'))  # its columns are this call's
-        conn.execute(text(f'CREATE TEMPORARY TABLE "{temp}" ON COMMIT DROP AS '
-                          f'SELECT {columns} FROM "{table.name}" WITH NO DATA'))
+        conn.execute(
+            text(f'CREATE TEMPORARY TABLE "{temp}" ON COMMIT DROP AS SELECT {columns} FROM "{table.name}" WITH NO DATA')
+        )
         _copy(conn, temp, names, zip(*values))
         sets = [f'"{n}" = t."{n}"' for n in others] + [f'"{n}" = :{n}' for n in fixed]
-        stmt = text(f'UPDATE "{table.name}" AS u SET {", ".join(sets)} FROM "{temp}" AS t '
-                    f'WHERE u."{key}" = t."{key}"')
+        stmt = text(f'UPDATE "{table.name}" AS u SET {", ".join(sets)} FROM "{temp}" AS t WHERE u."{key}" = t."{key}"')
         conn.execute(stmt.bindparams(*(bindparam(n, type_=table.c[n].type) for n in fixed)), fixed)
         return len(frame)
     quote = conn.dialect.identifier_preparer.quote
     sets = ", ".join(f"{quote(n)} = ?" for n in [*others, *fixed])
     sql = f"UPDATE {quote(table.name)} SET {sets} WHERE {quote(key)} = ?"
-    processors = {n: table.c[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-                  for n in [*names, *fixed]}
+    processors = {n: table.c[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for n in [*names, *fixed]}
 
     def bound(n, v):
         return v if v is None or processors[n] is None else processors[n](v)
 
     by_name = dict(zip(names, values))
     fixed_bound = [bound(n, v) for n, v in fixed.items()]
-    params = [tuple(bound(n, by_name[n][i]) for n in others) + tuple(fixed_bound) + (bound(key, by_name[key][i]),)
-              for i in range(len(frame))]
+    params = [
+        tuple(bound(n, by_name[n][i]) for n in others) + tuple(fixed_bound) + (bound(key, by_name[key][i]),)
+        for i in range(len(frame))
+    ]
     for i in range(0, len(params), BATCH * 20):
-        conn.exec_driver_sql(sql, params[i:i + BATCH * 20])
+        conn.exec_driver_sql(sql, params[i : i + BATCH * 20])
     return len(frame)

@@ -95,22 +95,27 @@ def _parse(df: pd.DataFrame, columns: list) -> pd.DataFrame:
     return out
 
 
-def read_table(conn: Connection, table: Table, cutoff: datetime | None = None, where=None,
-               skip: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_table(
+    conn: Connection, table: Table, cutoff: datetime | None = None, where=None, skip: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """One source table, typed (less the columns in `skip`); rows born at or after `cutoff` are left out."""
     # a skipped column that is required is still read as present ('') or missing (null), for validation
     wanted = [c for c in table.columns if c.name not in skip or not c.nullable]
     columns = [
-        case((c.is_(None), null()), else_=literal("")).label(c.name) if c.name in skip
-        else cast(c, Text).label(c.name) if isinstance(c.type, (Numeric, Date, DateTime, Boolean)) else c
+        case((c.is_(None), null()), else_=literal("")).label(c.name)
+        if c.name in skip
+        else cast(c, Text).label(c.name)
+        if isinstance(c.type, (Numeric, Date, DateTime, Boolean))
+        else c
         for c in wanted
     ]
     stmt = select(*columns)
     if where is not None:
         stmt = stmt.where(where)
     # PostgreSQL: COPY and pandas' C reader (integers typed there); SQLite: fetched rows
-    raw = dialect.read_frame(conn, stmt, dtypes={c.name: ("Int64" if isinstance(c.type, Integer) else object)
-                                                 for c in wanted})
+    raw = dialect.read_frame(
+        conn, stmt, dtypes={c.name: ("Int64" if isinstance(c.type, Integer) else object) for c in wanted}
+    )
     df = _parse(raw, wanted)
     when = AS_OF.get(table.name)
     if cutoff is not None and when is not None:

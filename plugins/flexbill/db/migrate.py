@@ -35,8 +35,12 @@ def upgrade(conn: Connection) -> bool:
     else:
         _upgrade_sqlite(conn)
     schema.billed_periods.create(conn, checkfirst=True)
-    conn.execute(text("insert into billed_periods (contract_id, period_start, invoice_id) "
-                      "select contract_id, period_start, invoice_id from invoice_lines"))
+    conn.execute(
+        text(
+            "insert into billed_periods (contract_id, period_start, invoice_id) "
+            "select contract_id, period_start, invoice_id from invoice_lines"
+        )
+    )
     return True
 
 

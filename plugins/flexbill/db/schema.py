@@ -13,9 +13,9 @@ triggers refuse any change to a finalized invoice, its lines or a credit note.
 from __future__ import annotations
 
 from sqlalchemy import (
+    CHAR,
     BigInteger,
     Boolean,
-    CHAR,
     CheckConstraint,
     Column,
     Date,
@@ -39,7 +39,8 @@ Stamp = DateTime(timezone=False)  # every timestamp is UTC, stored naive
 
 # ---------------------------------------------------------------- source tables
 locations = Table(
-    "locations", metadata,
+    "locations",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("name", Text, nullable=False),
     Column("currency", CHAR(3), nullable=False),
@@ -48,7 +49,8 @@ locations = Table(
 )
 
 customers = Table(
-    "customers", metadata,
+    "customers",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("location_id", Integer, nullable=False),
     Column("full_name", Text, nullable=False),
@@ -59,7 +61,8 @@ customers = Table(
 )
 
 plans = Table(
-    "plans", metadata,
+    "plans",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("location_id", Integer, nullable=False),
     Column("name", Text, nullable=False),
@@ -71,7 +74,8 @@ plans = Table(
 )
 
 contracts = Table(
-    "contracts", metadata,
+    "contracts",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("customer_id", Integer, nullable=False),
     Column("plan_id", Integer, nullable=False),
@@ -85,7 +89,8 @@ contracts = Table(
 )
 
 suspension_events = Table(
-    "suspension_events", metadata,
+    "suspension_events",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("customer_id", Integer, nullable=False),
     Column("occurred_at", Stamp, nullable=False),
@@ -98,14 +103,16 @@ suspension_events = Table(
 )
 
 crm_boards = Table(
-    "crm_boards", metadata,
+    "crm_boards",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("location_id", Integer, nullable=False),
     Column("name", Text, nullable=False),
 )
 
 crm_stages = Table(
-    "crm_stages", metadata,
+    "crm_stages",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("board_id", Integer, nullable=False),
     Column("name", Text, nullable=False),
@@ -113,7 +120,8 @@ crm_stages = Table(
 )
 
 crm_stage_entries = Table(
-    "crm_stage_entries", metadata,
+    "crm_stage_entries",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("customer_id", Integer, nullable=False),
     Column("stage_id", Integer, nullable=False),
@@ -121,15 +129,22 @@ crm_stage_entries = Table(
 )
 
 SOURCE_TABLES = (
-    locations, customers, plans, contracts, suspension_events,
-    crm_boards, crm_stages, crm_stage_entries,
+    locations,
+    customers,
+    plans,
+    contracts,
+    suspension_events,
+    crm_boards,
+    crm_stages,
+    crm_stage_entries,
 )
 
 # ---------------------------------------------------------------- output tables
 INVOICE_STATUSES = ("draft", "finalized", "credited")
 
 invoices = Table(
-    "invoices", metadata,
+    "invoices",
+    metadata,
     Column("invoice_id", Text, primary_key=True),
     Column("customer_id", Integer, nullable=False),
     Column("location_id", Integer, nullable=False),
@@ -147,14 +162,21 @@ invoices = Table(
     CheckConstraint("status in ('draft', 'finalized', 'credited')", name="ck_invoices_status"),
     CheckConstraint("(status = 'draft') = (number is null)", name="ck_invoices_number"),
     # one live (not credited) invoice per customer per billing date; credited ones stay beside their correction
-    Index("uq_invoices_live_customer_date", "customer_id", "billing_date", unique=True,
-          postgresql_where=text("status <> 'credited'"), sqlite_where=text("status <> 'credited'")),
+    Index(
+        "uq_invoices_live_customer_date",
+        "customer_id",
+        "billing_date",
+        unique=True,
+        postgresql_where=text("status <> 'credited'"),
+        sqlite_where=text("status <> 'credited'"),
+    ),
     Index("ix_invoices_billing_date", "billing_date"),
 )
 
 # Lines are never updated; those of a finalized or credited invoice are never deleted either (triggers).
 invoice_lines = Table(
-    "invoice_lines", metadata,
+    "invoice_lines",
+    metadata,
     Column("invoice_id", Text, ForeignKey("invoices.invoice_id", ondelete="CASCADE"), nullable=False),
     Column("contract_id", Integer, nullable=False),
     Column("period_start", Date, nullable=False),
@@ -170,7 +192,8 @@ invoice_lines = Table(
 # triggers (a line inserted adds its row; its invoice credited, or the draft line deleted, removes it), so its
 # primary key is the database's own refusal of a period billed twice.
 billed_periods = Table(
-    "billed_periods", metadata,
+    "billed_periods",
+    metadata,
     Column("contract_id", Integer, nullable=False),
     Column("period_start", Date, nullable=False),
     Column("invoice_id", Text, ForeignKey("invoices.invoice_id", ondelete="CASCADE"), nullable=False),
@@ -180,7 +203,8 @@ billed_periods = Table(
 
 # A credit note cancels one finalized invoice in full; it is never updated or deleted (triggers).
 credit_notes = Table(
-    "credit_notes", metadata,
+    "credit_notes",
+    metadata,
     Column("credit_note_id", Text, primary_key=True),
     Column("number", Text, nullable=False, unique=True),  # <location_id>-C<seq, 6 digits>
     Column("invoice_id", Text, ForeignKey("invoices.invoice_id"), nullable=False, unique=True),
@@ -199,7 +223,8 @@ credit_notes = Table(
 # The last number used in each location's series (`invoice`, `credit_note`): moved in the transaction that
 # uses the numbers, under the run lock, so the series are gapless and never reuse a number.
 number_series = Table(
-    "number_series", metadata,
+    "number_series",
+    metadata,
     Column("location_id", Integer, nullable=False),
     Column("series", Text, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
@@ -207,7 +232,8 @@ number_series = Table(
 )
 
 skipped_contracts = Table(
-    "skipped_contracts", metadata,
+    "skipped_contracts",
+    metadata,
     Column("billing_date", Date, nullable=False),
     Column("contract_id", Integer, nullable=False),
     Column("customer_id", Integer, nullable=False),
@@ -218,7 +244,8 @@ skipped_contracts = Table(
 )
 
 active_user_report = Table(
-    "active_user_report", metadata,
+    "active_user_report",
+    metadata,
     Column("report_date", Date, nullable=False),
     Column("location_id", Integer, nullable=False),
     Column("members", Integer, nullable=False),
@@ -230,7 +257,8 @@ active_user_report = Table(
 )
 
 quarantine = Table(
-    "quarantine", metadata,
+    "quarantine",
+    metadata,
     Column("billing_date", Date, nullable=False),
     Column("source_table", Text, nullable=False),
     Column("row_id", Integer, nullable=False),
@@ -241,7 +269,8 @@ quarantine = Table(
 # ---------------------------------------------------------------- flexbill's own bookkeeping
 # One row per billing date: what the last attempt did, for finance and for reconciliation.
 billing_runs = Table(
-    "billing_runs", metadata,
+    "billing_runs",
+    metadata,
     Column("billing_date", Date, primary_key=True),
     Column("status", Text, nullable=False),  # published | failed
     Column("started_at", Stamp, nullable=False),
@@ -266,7 +295,8 @@ billing_runs = Table(
 # grows with the work due, not with the length of the history.  It is a cache of
 # invoice_lines, kept in the same transaction as the lines it summarises.
 contract_ledger = Table(
-    "contract_ledger", metadata,
+    "contract_ledger",
+    metadata,
     Column("contract_id", Integer, primary_key=True, autoincrement=False),
     Column("billed_before", Date, nullable=False),
     Index("ix_contract_ledger_billed_before", "billed_before"),
@@ -275,7 +305,8 @@ contract_ledger = Table(
 # A manual event recorded by mistake is voided by a row here (`flexbill void-event`): the event stays in the
 # append-only log and every run, rerun and check ignores it from then on.  Append-only too.
 event_voids = Table(
-    "event_voids", metadata,
+    "event_voids",
+    metadata,
     Column("event_id", Integer, primary_key=True, autoincrement=False),
     Column("voided_at", Stamp, nullable=False),
     Column("actor", Text, nullable=False),
@@ -283,8 +314,17 @@ event_voids = Table(
 )
 
 OUTPUT_TABLES = (
-    invoices, invoice_lines, billed_periods, credit_notes, number_series, skipped_contracts, active_user_report,
-    quarantine, billing_runs, contract_ledger, event_voids,
+    invoices,
+    invoice_lines,
+    billed_periods,
+    credit_notes,
+    number_series,
+    skipped_contracts,
+    active_user_report,
+    quarantine,
+    billing_runs,
+    contract_ledger,
+    event_voids,
 )
 
 # ---------------------------------------------------------------- staging (write-audit-publish)
@@ -295,12 +335,19 @@ Cents = BigInteger
 
 
 def _staging(name: str, *columns: Column) -> Table:
-    return Table(name, metadata, Column("run_id", Text, nullable=False), Column("location_id", Integer), *columns,
-                 Index(f"ix_{name}_run", "run_id", "location_id"))
+    return Table(
+        name,
+        metadata,
+        Column("run_id", Text, nullable=False),
+        Column("location_id", Integer),
+        *columns,
+        Index(f"ix_{name}_run", "run_id", "location_id"),
+    )
 
 
 stg_runs = Table(
-    "stg_runs", metadata,
+    "stg_runs",
+    metadata,
     Column("run_id", Text, primary_key=True),
     Column("billing_date", Date, nullable=False),
     Column("started_at", Stamp, nullable=False),
@@ -310,34 +357,82 @@ stg_runs = Table(
     Column("events_appended", Integer, nullable=False, server_default=text("0")),
     Column("validated", Boolean, nullable=False, server_default=text("false")),
 )
-stg_quarantine = _staging("stg_quarantine", Column("source_table", Text), Column("row_id", Integer),
-                          Column("reason", Text))
-stg_candidates = _staging("stg_candidates", Column("contract_id", Integer), Column("customer_id", Integer),
-                          Column("archived_at", Stamp), Column("next_start", Date))
-stg_periods = _staging("stg_periods", Column("contract_id", Integer), Column("customer_id", Integer),
-                       Column("period_start", Date), Column("period_end", Date), Column("quantity", Integer),
-                       Column("unit_cents", Cents), Column("amount_cents", Cents), Column("prorated", Boolean),
-                       Column("kind", Text))
-stg_status = _staging("stg_status", Column("contract_id", Integer), Column("customer_id", Integer),
-                      Column("reason", Text), Column("owed_periods", Integer), Column("owed_cents", Cents))
+stg_quarantine = _staging(
+    "stg_quarantine", Column("source_table", Text), Column("row_id", Integer), Column("reason", Text)
+)
+stg_candidates = _staging(
+    "stg_candidates",
+    Column("contract_id", Integer),
+    Column("customer_id", Integer),
+    Column("archived_at", Stamp),
+    Column("next_start", Date),
+)
+stg_periods = _staging(
+    "stg_periods",
+    Column("contract_id", Integer),
+    Column("customer_id", Integer),
+    Column("period_start", Date),
+    Column("period_end", Date),
+    Column("quantity", Integer),
+    Column("unit_cents", Cents),
+    Column("amount_cents", Cents),
+    Column("prorated", Boolean),
+    Column("kind", Text),
+)
+stg_status = _staging(
+    "stg_status",
+    Column("contract_id", Integer),
+    Column("customer_id", Integer),
+    Column("reason", Text),
+    Column("owed_periods", Integer),
+    Column("owed_cents", Cents),
+)
 stg_ledger = _staging("stg_ledger", Column("contract_id", Integer), Column("billed_before", Date))
-stg_lines = _staging("stg_lines", Column("invoice_id", Text), Column("contract_id", Integer),
-                     Column("customer_id", Integer), Column("period_start", Date), Column("period_end", Date),
-                     Column("quantity", Integer), Column("unit_cents", Cents), Column("amount_cents", Cents),
-                     Column("prorated", Boolean))
-stg_invoices = _staging("stg_invoices", Column("invoice_id", Text), Column("customer_id", Integer),
-                        Column("currency", CHAR(3)), Column("subtotal_cents", Cents), Column("tax_cents", Cents),
-                        Column("total_cents", Cents))
-stg_report = _staging("stg_report", Column("members", Integer), Column("active_users", Integer),
-                      Column("suspended_members", Integer), Column("suspended_with_portal_access", Integer),
-                      Column("contacts", Integer))
-STAGING_TABLES = (stg_quarantine, stg_candidates, stg_periods, stg_status, stg_ledger, stg_lines, stg_invoices,
-                  stg_report)
+stg_lines = _staging(
+    "stg_lines",
+    Column("invoice_id", Text),
+    Column("contract_id", Integer),
+    Column("customer_id", Integer),
+    Column("period_start", Date),
+    Column("period_end", Date),
+    Column("quantity", Integer),
+    Column("unit_cents", Cents),
+    Column("amount_cents", Cents),
+    Column("prorated", Boolean),
+)
+stg_invoices = _staging(
+    "stg_invoices",
+    Column("invoice_id", Text),
+    Column("customer_id", Integer),
+    Column("currency", CHAR(3)),
+    Column("subtotal_cents", Cents),
+    Column("tax_cents", Cents),
+    Column("total_cents", Cents),
+)
+stg_report = _staging(
+    "stg_report",
+    Column("members", Integer),
+    Column("active_users", Integer),
+    Column("suspended_members", Integer),
+    Column("suspended_with_portal_access", Integer),
+    Column("contacts", Integer),
+)
+STAGING_TABLES = (
+    stg_quarantine,
+    stg_candidates,
+    stg_periods,
+    stg_status,
+    stg_ledger,
+    stg_lines,
+    stg_invoices,
+    stg_report,
+)
 
 # A counter of publishes: a run staged by separate tasks refuses to publish over one that
 # published in between (it staged from a ledger that has since moved).
 flexbill_state = Table(
-    "flexbill_state", metadata,
+    "flexbill_state",
+    metadata,
     Column("name", Text, primary_key=True),
     Column("value", Integer, nullable=False),
 )

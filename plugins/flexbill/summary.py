@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from sqlalchemy import func, select
 
+from . import figures
 from .db import schema as s
 
 
@@ -77,47 +78,18 @@ def skipped_by_reason(conn, first: date, last: date):
 def back_billed(conn, first: date, last: date):
     """Lines for periods that started before their billing date, per currency and why: back-billed after a lift,
     or late (dates not run, or recorded or fixed later): see figures.late_lines."""
-    from .figures import late_lines
-
     r = s.billing_runs
     groups: dict = {}
     for day in conn.execute(
         select(r.c.billing_date).where(r.c.billing_date.between(first, last), r.c.status == "published")
     ).scalars():
         day = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
-        for row in late_lines(conn, day):
+        for row in figures.late_lines(conn, day):
             g = groups.setdefault((row["currency"], row["kind"]), [set(), 0, 0])
             g[0].add(row["customer_id"])
             g[1] += 1
             g[2] += row["amount"]
     return [(cur, kind, len(g[0]), g[1], g[2]) for (cur, kind), g in sorted(groups.items())]
-
-
-def quarantine_rows(conn, billing_date: date):
-    q = s.quarantine
-    return conn.execute(
-        select(q.c.source_table, q.c.row_id, q.c.reason)
-        .where(q.c.billing_date == billing_date)
-        .order_by(q.c.source_table, q.c.row_id)
-    ).all()
-
-
-def active_users(conn, billing_date: date):
-    r, loc = s.active_user_report, s.locations
-    return conn.execute(
-        select(
-            r.c.location_id,
-            loc.c.name,
-            r.c.members,
-            r.c.active_users,
-            r.c.suspended_members,
-            r.c.suspended_with_portal_access,
-            r.c.contacts,
-        )
-        .select_from(r.outerjoin(loc, loc.c.id == r.c.location_id))
-        .where(r.c.report_date == billing_date)
-        .order_by(r.c.location_id)
-    ).all()
 
 
 def rule_events(conn):
@@ -158,12 +130,12 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
             t.add_row(source, action, str(n))
         console.print(t)
 
-        rows = quarantine_rows(conn, last)
+        rows = figures.quarantine(conn, last)
         t = _table(
             f"Quarantined rows on {last} ({len(rows)}): never billed, fix them in the billing database", "row", "reason"
         )
-        for table, rid, reason in rows:
-            t.add_row(f"{table} {rid}", reason)
+        for row in rows:
+            t.add_row(f"{row['table']} {row['row_id']}", row["reason"])
         t.columns[1].justify = "left"
         console.print(t)
 
@@ -176,8 +148,12 @@ def print_summary(engine, first: date, last: date, console: Console) -> None:
             "suspended w/ portal",
             "contacts",
         )
-        for lid, name, m, a, su, sp, c in active_users(conn, last):
-            t.add_row(f"{lid} {name or '?'}", str(m), str(a), str(su), str(sp), str(c))
+        for r in figures.active_users(conn, last):
+            counts = (
+                r[k]
+                for k in ("members", "active_users", "suspended_members", "suspended_with_portal_access", "contacts")
+            )
+            t.add_row(f"{r['location_id']} {r['location'] or '?'}", *(str(n) for n in counts))
         console.print(t)
 
         line = reconciliation(conn, last)
@@ -230,9 +206,8 @@ def lifecycle_lines(conn, first: date, last: date) -> list[str]:
 
 def reconciliation(conn, billing_date: date) -> str | None:
     """The run's counts checked against what its output tables hold (see figures.reconciliation)."""
-    from .figures import reconciliation as counts
 
-    r = counts(conn, billing_date)
+    r = figures.reconciliation(conn, billing_date)
     if r is None:
         return None
     return (

@@ -620,6 +620,17 @@ def demo(
         _write_report(engine, last, out_dir, gx_dir, after="was published")
 
 
+def _option_taken_as_value(ctx) -> str | None:
+    """`--actor --reason x`: Click gives --actor the value "--reason" and then finds "x" extra; say the cause."""
+    for name, value in (ctx.params if ctx is not None else {}).items():
+        if isinstance(value, str) and value.startswith("--"):
+            return (
+                f"--{name.replace('_', '-')} was given no value: it took the option name '{value}' as its value. "
+                f"Give --{name.replace('_', '-')} a value"
+            )
+    return None
+
+
 def main() -> None:
     try:
         result = app(standalone_mode=False)
@@ -628,7 +639,8 @@ def main() -> None:
         sys.exit(0)
     except usage.UsageError as exc:  # a typo in the command line: one line, like every other error
         where = exc.ctx.command_path if exc.ctx is not None else "flexbill"
-        _fail(f"{exc.format_message()} (see `{where} --help`)")
+        taken = _option_taken_as_value(exc.ctx)
+        _fail(f"{taken or exc.format_message()} (see `{where} --help`)")
     except typer.Abort:
         err.print("interrupted: the open transaction was rolled back, nothing was written for the current date")
         sys.exit(130)

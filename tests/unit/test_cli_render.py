@@ -31,3 +31,17 @@ def test_command_list_joins_docstring_lines_into_sentences():
     assert res.exit_code == 0
     # the docstring of `run` breaks its first paragraph after "is"; the list must not keep that break
     assert "a finalized invoice it would change is credited and replaced by a corrective invoice" in res.output
+
+
+def test_an_option_name_taken_as_a_value_is_named_in_the_usage_error(monkeypatch, capsys):
+    import pytest
+
+    from flexbill import cli
+
+    monkeypatch.setattr("sys.argv", ["flexbill", "suspend", "--customer", "5", "--actor", "--reason", "card declined"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --actor was given no value: it took the option name '--reason' as its value")
+    assert len(err.strip().splitlines()) == 1

@@ -7,6 +7,8 @@ For each database kind and size N: a fresh database (PostgreSQL: `flexbill_bench
 the mid-month date, each prepared as the steady state of a daily schedule:
   flexbill   `flexbill run --date D --db URL` in a child process (rules, owed, filter, invoices, GX validation,
              write, active-user report, data-quality report), its wall time and its peak RSS (os.wait4);
+  rerun      the same command again with unchanged inputs: its time (the issue's "unchanged rerun" ratio) and
+             a check that it changed none of D's documents (lines, invoices by status, credit notes);
   anchor     bench/anchor.sql, one set-based statement (PostgreSQL only), materialised with CREATE TABLE AS;
   naive      bench.naive in a child process (skipped where its estimate, from the last size measured, is over
              --naive-limit seconds);
@@ -174,6 +176,18 @@ def run_stats(url: str, d) -> dict:
     return stats
 
 
+def documents(url: str, d) -> tuple:
+    """What a rerun must leave alone: D's live lines (count and sum), its invoices by status, every credit note."""
+    lines = _rows(url, f"select count(*), coalesce(sum(amount), 0) from ({FLEXBILL_LINES.format(d=d)}) x")[0]
+    invoices = _rows(
+        url,
+        f"select status, count(*), coalesce(sum(total), 0) from invoices where billing_date = '{d}' "
+        "group by status order by status",
+    )
+    notes = _rows(url, "select count(*) from credit_notes")[0]
+    return tuple(map(str, lines)), tuple(tuple(map(str, r)) for r in invoices), tuple(map(str, notes))
+
+
 def targets(row: dict, rows: list[dict]) -> dict:
     """The issue's targets that apply to this row: name -> (met, text)."""
     out = {}
@@ -183,6 +197,13 @@ def targets(row: dict, rows: list[dict]) -> dict:
             ratio = row["flexbill_s"] / row["anchor_s"]
             out["<=2x anchor"] = (ratio <= 2, f"{ratio:.1f}x")
         out["RSS<=1GiB"] = (row["flexbill_rss_mib"] <= 1024, f"{row['flexbill_rss_mib']:.0f} MiB")
+        if row.get("rerun_s"):
+            share = row["rerun_s"] / row["flexbill_s"]
+            out["unchanged rerun<=15% of run"] = (share <= 0.15, f"{share:.0%}")
+        first = next((r for r in rows if r["db"] == db and r["n"] == n and r["date_kind"] == "first-of-month"), None)
+        if row["date_kind"] == "mid-month" and first:
+            share = row["flexbill_s"] / first["flexbill_s"]
+            out["mid<=25% of 1st"] = (share <= 0.25, f"{share:.0%}")
     if db == "postgresql" and n == 10_000_000:
         base = next(
             (r for r in rows if r["db"] == db and r["n"] == 1_000_000 and r["date_kind"] == row["date_kind"]), None
@@ -259,6 +280,20 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
             flexbill_engine_s=float(engine.group(1)) if engine else None,
             flexbill_rss_mib=round(fb["rss_mib"]),
         )
+        # the same date again with unchanged inputs (an analyst's rerun, a cleared DAG run): it must change nothing
+        before = documents(url, d)
+        rr = child(
+            [FLEXBILL, "run", "--date", str(d), "--db", url, "--no-report"],
+            f"flexbill rerun (unchanged inputs) {label} {d}",
+            log_path(db, n, f"rerun_{kind}"),
+            env={"COLUMNS": "200"},
+        )
+        if rr["code"]:
+            raise Failed(f"flexbill rerun {label} {d} failed:\n{rr['output'][-3000:]}")
+        row.update(rerun_s=round(rr["seconds"], 2), rerun_rss_mib=round(rr["rss_mib"]))
+        row["rerun_unchanged"] = documents(url, d) == before
+        if not row["rerun_unchanged"]:
+            failures.append(f"{label} {d}: a rerun with unchanged inputs changed the date's documents")
         if n > args.report_max:
             row["report_skipped"] = f"over --report-max {size_label(args.report_max)}"
         else:
@@ -387,6 +422,7 @@ def print_table(rows: list[dict], runs: list[dict]) -> None:
         "flexbill s",
         "engine s",
         "RSS MiB",
+        "rerun s",
         "report s",
         "report MiB",
         "anchor s",
@@ -415,6 +451,7 @@ def print_table(rows: list[dict], runs: list[dict]) -> None:
             _s(r["flexbill_s"]),
             _s(r.get("flexbill_engine_s")),
             _s(r["flexbill_rss_mib"], "{:.0f}"),
+            _s(r.get("rerun_s")),
             _s(r.get("report_s")),
             _s(r.get("report_rss_mib"), "{:.0f}"),
             _s(r.get("anchor_s")),

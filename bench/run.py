@@ -176,6 +176,14 @@ def run_stats(url: str, d) -> dict:
     return stats
 
 
+def flexbill_run(url: str, d, label: str, log: Path) -> dict:
+    """`flexbill run --date D --no-report` in a child (see `child`); a failure stops the benchmark."""
+    out = child([FLEXBILL, "run", "--date", str(d), "--db", url, "--no-report"], label, log, env={"COLUMNS": "200"})
+    if out["code"]:
+        raise Failed(f"{label} failed:\n{out['output'][-3000:]}")
+    return out
+
+
 def documents(url: str, d) -> tuple:
     """What a rerun must leave alone: D's live lines (count and sum), its invoices by status, every credit note."""
     lines = _rows(url, f"select count(*), coalesce(sum(amount), 0) from ({FLEXBILL_LINES.format(d=d)}) x")[0]
@@ -266,14 +274,7 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
                 raise Failed(f"prepare {label} {d} failed:\n{prep['output'][-3000:]}")
         # the billing run (rules, owed, filter, invoices, GX gates, write, active-user report), then finance's
         # data-quality report (which `flexbill run` writes by default) measured on its own
-        fb = child(
-            [FLEXBILL, "run", "--date", str(d), "--db", url, "--no-report"],
-            f"flexbill run {label} {d}",
-            log_path(db, n, f"flexbill_{kind}"),
-            env={"COLUMNS": "200"},
-        )
-        if fb["code"]:
-            raise Failed(f"flexbill run {label} {d} failed:\n{fb['output'][-3000:]}")
+        fb = flexbill_run(url, d, f"flexbill run {label} {d}", log_path(db, n, f"flexbill_{kind}"))
         engine = re.search(r"\[(\d+\.\d+)s\]", fb["output"])
         row.update(
             flexbill_s=round(fb["seconds"], 2),
@@ -282,14 +283,7 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
         )
         # the same date again with unchanged inputs (an analyst's rerun, a cleared DAG run): it must change nothing
         before = documents(url, d)
-        rr = child(
-            [FLEXBILL, "run", "--date", str(d), "--db", url, "--no-report"],
-            f"flexbill rerun (unchanged inputs) {label} {d}",
-            log_path(db, n, f"rerun_{kind}"),
-            env={"COLUMNS": "200"},
-        )
-        if rr["code"]:
-            raise Failed(f"flexbill rerun {label} {d} failed:\n{rr['output'][-3000:]}")
+        rr = flexbill_run(url, d, f"flexbill rerun (unchanged inputs) {label} {d}", log_path(db, n, f"rerun_{kind}"))
         row.update(rerun_s=round(rr["seconds"], 2), rerun_rss_mib=round(rr["rss_mib"]))
         row["rerun_unchanged"] = documents(url, d) == before
         if not row["rerun_unchanged"]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import Date, bindparam, delete, select
+from sqlalchemy import Date, delete, select
 from sqlalchemy.engine import Connection, Engine
 
 from . import billing, invoicing, report
@@ -39,14 +39,10 @@ class RunSummary:
     gap: str | None = None  # a warning: D - 1 has no published run (dates never run, or blocked)
 
 
-def _dated(stmt, **types):
-    return stmt.bindparams(*(bindparam(k, type_=v) for k, v in types.items()))
-
-
 def clear_date(conn: Connection, d: date) -> None:
     """Rewind the ledger for D's live lines and delete what a rerun of D replaces (inside publish's transaction):
     D's drafts, skips, quarantine and report.  Finalized and credited invoices stay (see invoicing.write_date)."""
-    conn.execute(_dated(dialect.sql("rewind_ledger"), billing_date=Date()), {"billing_date": d})
+    conn.execute(dialect.sql("rewind_ledger", billing_date=Date()), {"billing_date": d})
     invoicing.delete_drafts(conn, d)
     conn.execute(delete(schema.skipped_contracts).where(schema.skipped_contracts.c.billing_date == d))
     conn.execute(delete(schema.quarantine).where(schema.quarantine.c.billing_date == d))

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pandas as pd
-from sqlalchemy import Column, Date, Integer, MetaData, Table, bindparam, func, select, update
+from sqlalchemy import Column, Date, Integer, MetaData, Table, func, select, update
 from sqlalchemy.engine import Connection
 
 from . import billing, report, rules, validation
@@ -45,10 +45,6 @@ _tmp = MetaData()
 DUE = Table(
     "flexbill_due", _tmp, Column("contract_id", Integer, primary_key=True), Column("lo", Date), prefixes=["TEMPORARY"]
 )
-
-
-def _dated(stmt, **types):
-    return stmt.bindparams(*(bindparam(k, type_=v) for k, v in types.items()))
 
 
 def _frame(conn: Connection, stmt, params: dict, columns: list[str]) -> pd.DataFrame:
@@ -206,7 +202,7 @@ def _ledger(conn: Connection, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFra
         ).rename(columns={"billing_date": "billed_before"})
         ctx.later = _frame(
             conn,
-            _dated(dialect.sql("later_lines"), billing_date=Date()),
+            dialect.sql("later_lines", billing_date=Date()),
             {"billing_date": ctx.run.billing_date},
             ["contract_id", "period_start"],
         )

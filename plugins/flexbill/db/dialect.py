@@ -19,9 +19,11 @@ BATCH = 5000
 SQL_DIR = files("flexbill") / "sql"
 
 
-def sql(name: str):
-    """A statement from flexbill/sql/<name>.sql, values bound by name (never formatted in)."""
-    return text((SQL_DIR / f"{name}.sql").read_text(encoding="utf-8"))
+def sql(name: str, **types):
+    """A statement from flexbill/sql/<name>.sql, values bound by name (never formatted in); `types` gives
+    parameters their SQL type (e.g. billing_date=Date(), so both drivers send a date, not text)."""
+    stmt = text((SQL_DIR / f"{name}.sql").read_text(encoding="utf-8"))
+    return stmt.bindparams(*(bindparam(k, type_=v) for k, v in types.items())) if types else stmt
 
 
 def statements(name: str, dialect_name: str) -> list[str]:

@@ -117,6 +117,13 @@ def _print_run(summary, late: str | None = None) -> None:
         f"[{summary.seconds:.2f}s]",
         highlight=False,
     )
+    if summary.unchanged:
+        out.print(
+            f"  nothing {summary.billing_date} reads changed since its latest publish (source rows, voided events, "
+            "other dates' publishes, flexbill's code): its outputs were kept, not recomputed "
+            "(`--recompute` recomputes them)",
+            highlight=False,
+        )
     if summary.gap:
         out.print(f"warning: {summary.gap}", highlight=False)
     for currency, n, subtotal, tax, total in summary.totals:
@@ -191,20 +198,27 @@ def run(
         "--allow-future",
         help="Run a date whose cutoff (D+1 00:00 UTC) is still ahead: its data is not complete (tests and demos only).",
     ),
+    recompute: bool = typer.Option(
+        False,
+        "--recompute",
+        help="Compute every step even when nothing D reads changed since its latest publish "
+        "(by default such a rerun keeps D's outputs, which are what it would write again).",
+    ),
 ) -> None:
     """Run billing for one date. A rerun replaces the date's drafts; a finalized invoice it would change is
-    credited and replaced by a corrective invoice. Invoices up to D minus FLEXBILL_GRACE_DAYS (default 0) are
-    finalized after the run."""
+    credited and replaced by a corrective invoice; a rerun whose inputs did not change since the date's latest
+    publish keeps its outputs (--recompute recomputes them). Invoices up to D minus FLEXBILL_GRACE_DAYS (default 0)
+    are finalized after the run."""
     from .errors import OutputRejected
     from .runner import run_billing_date
 
     d = parse_date(date_, "--date")
     engine = _engine(db)
     if dry_run:
-        _preview(engine, d, report, out_dir, gx_dir, allow_future)
+        _preview(engine, d, report, out_dir, gx_dir, allow_future, recompute)
         return
     try:
-        summary = run_billing_date(engine, d, allow_future=allow_future)
+        summary = run_billing_date(engine, d, allow_future=allow_future, recompute=recompute)
     except OutputRejected as exc:
         if report:  # finance sees the blocked run and why
             path = _write_report(engine, d, out_dir, gx_dir, after="was blocked")
@@ -218,7 +232,13 @@ def run(
 
 
 def _preview(
-    engine, d: date, report: bool, out_dir: str | None, gx_dir: str | None, allow_future: bool = False
+    engine,
+    d: date,
+    report: bool,
+    out_dir: str | None,
+    gx_dir: str | None,
+    allow_future: bool = False,
+    recompute: bool = False,
 ) -> None:
     """`run --dry-run`: the run in a transaction that is rolled back; the page is written from inside it."""
     from .errors import OutputRejected
@@ -241,7 +261,7 @@ def _preview(
                 ) from None
 
     try:
-        summary = run_billing_date(engine, d, preview=page, allow_future=allow_future)
+        summary = run_billing_date(engine, d, preview=page, allow_future=allow_future, recompute=recompute)
     except OutputRejected as exc:
         where = f" The preview's data-quality report is {pages[0]}" if pages else ""
         raise OutputRejected(f"{exc}{where}") from None

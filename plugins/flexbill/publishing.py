@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import pandas as pd
-from sqlalchemy import Date, delete, select
+from sqlalchemy import Date, delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from . import billing, invoicing, report
@@ -37,6 +37,7 @@ class RunSummary:
     finalized: invoicing.Finalized | None = None  # the grace-period finalization that followed the publish
     preview: bool = False  # a dry run: computed, then rolled back
     gap: str | None = None  # a warning: D - 1 has no published run (dates never run, or blocked)
+    unchanged: bool = False  # nothing it reads changed since D's latest publish: D's outputs were kept
 
 
 def clear_date(conn: Connection, d: date) -> None:
@@ -151,6 +152,8 @@ def publish(conn: Connection, run: Run, staging: Staging | None = None) -> RunSu
         )
     result, report_frame, quarantine = staged_outputs(conn, run, staging)
     clear_date(conn, run.billing_date)
+    # what this publish read is unknown here: a rerun of D recomputes until record_inputs says otherwise
+    conn.execute(delete(schema.run_inputs).where(schema.run_inputs.c.billing_date == run.billing_date))
     corrections = _write(conn, run.billing_date, result, quarantine, report_frame)
     record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
     seq = bump_publish_seq(conn)
@@ -181,6 +184,46 @@ def publish(conn: Connection, run: Run, staging: Staging | None = None) -> RunSu
             for r in totals.itertuples()
         ],
         corrections=corrections,
+    )
+
+
+def record_inputs(conn: Connection, d: date, fingerprint: str) -> None:
+    """After D's publish (same transaction): what it read, and the publish sequence it left."""
+    row = {"billing_date": d, "fingerprint": fingerprint, "publish_seq": publish_seq(conn)}
+    dialect.upsert(conn, schema.run_inputs, [row], ["billing_date"])
+
+
+def unchanged_rerun(conn: Connection, d: date, fingerprint: str, started: datetime) -> RunSummary | None:
+    """A rerun of D whose inputs are those of D's latest publish, with nothing published or recorded since (the
+    publish sequence is where that publish left it): D's outputs are what a recomputation would write again, so
+    they stay; the run is recorded as published again, as a recomputation records it.  None: recompute."""
+    ri = schema.run_inputs
+    kept = conn.execute(select(ri.c.fingerprint, ri.c.publish_seq).where(ri.c.billing_date == d)).first()
+    if kept is None or kept.fingerprint != fingerprint or kept.publish_seq != publish_seq(conn):
+        return None
+    r = schema.billing_runs
+    row = conn.execute(select(r).where(r.c.billing_date == d)).mappings().first()
+    if row is None or row["status"] != "published":
+        return None
+    stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"}
+    stats["events_appended"] = 0  # a recomputation finds its rule events recorded
+    record_run(conn, d, "published", started, stats, None)
+    i = schema.invoices
+    statuses = dict(
+        conn.execute(select(i.c.status, func.count()).where(i.c.billing_date == d).group_by(i.c.status)).all()
+    )
+    from .figures import invoices_by_location, totals_by_currency  # the report's own sums, per currency
+
+    totals = totals_by_currency(invoices_by_location(conn, d))
+    return RunSummary(
+        d,
+        "published",
+        stats,
+        [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals],
+        corrections=invoicing.Corrections(
+            drafts=int(statuses.get("draft", 0)), kept=int(statuses.get("finalized", 0))
+        ),
+        unchanged=True,
     )
 
 

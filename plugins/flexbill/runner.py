@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import invoicing, publishing, steps, validation
 from .clock import check_cutoff, cutoff_of, utcnow
-from .db import dialect, extract
+from .db import dialect, extract, fingerprint
 from .db.connect import redact, require_schema
 from .errors import DatabaseError, OutputRejected
 from .figures import gap_before
@@ -32,6 +32,7 @@ def run_billing_date(
     on_step: Callable[[str, float], None] | None = None,
     preview: Callable[[Connection, RunSummary], object] | None = None,
     allow_future: bool = False,
+    recompute: bool = False,
 ) -> RunSummary:
     """Every step for date D in one transaction holding the run lock (the `flexbill run` path), then the
     grace-period finalization (FLEXBILL_GRACE_DAYS) in the same transaction.
@@ -40,7 +41,12 @@ def run_billing_date(
     `preview(conn, summary)` makes it a dry run: everything is computed and written exactly as a run would,
     `preview` is called on the open transaction (it reads what the run would publish: the report page), then
     the transaction is rolled back, so the database is left as it was.  A blocked preview raises OutputRejected
-    after `preview` saw the blocked date."""
+    after `preview` saw the blocked date.
+
+    Unchanged inputs: when what D reads (flexbill.db.fingerprint, taken under the run lock before anything is
+    read) is what D's latest publish read, and nothing was published or recorded since, D's outputs are already
+    what the steps would write again: they are kept, the run is recorded, and only the finalization runs
+    (`summary.unchanged`).  `recompute` (`flexbill run --recompute`) always runs every step."""
     started = utcnow()
     check_cutoff(d, started, allow_future)
     require_schema(engine)
@@ -62,6 +68,22 @@ def run_billing_date(
             try:
                 dialect.lock_for_run(conn)
                 pause("locked")
+                inputs = None if tamper is not None else step("fingerprint", fingerprint.parts, conn, run.cutoff)
+                kept = None
+                if inputs is not None and not recompute:
+                    kept = publishing.unchanged_rerun(conn, d, fingerprint.digest(inputs), started)
+                if kept is not None:
+                    summary = kept
+                    summary.gap = gap_before(conn, d).message(d)
+                    summary.finalized = step("finalize", invoicing.auto_finalize, conn, d, utcnow())
+                    if preview is not None:
+                        summary.preview = True
+                        preview(conn, summary)
+                        tx.rollback()
+                    else:
+                        tx.commit()
+                    summary.seconds = time.perf_counter() - t0
+                    return summary
                 step("extract_snapshot", steps.extract_snapshot, conn, run, ctx)
                 for rule in steps.RULES:
                     step(f"apply_rule {rule}", steps.apply_rule, conn, run, rule, ctx)
@@ -71,6 +93,8 @@ def run_billing_date(
                 step("suspension_filter", steps.suspension_filter, conn, run, None, ctx)
                 step("build_invoices", steps.build_invoices, conn, run, None, ctx)
                 step("active_user_report", steps.active_user_report, conn, run, ctx)
+                # the rule events this run appends: part of what a rerun will read (fingerprint below)
+                appended = [] if ctx.triggered is None else list(ctx.triggered["trigger_key"])
                 ctx.release()
                 try:
                     step("validate_output", steps.validate_output, conn, run, ctx, tamper)
@@ -81,6 +105,9 @@ def run_billing_date(
                     preview(conn, RunSummary(d, "blocked", preview=True))
                     raise OutputRejected(f"preview of {d} (nothing was written): {exc}") from None
                 summary = step("publish", publishing.publish, conn, run, ctx.staging)
+                if inputs is not None and preview is None:
+                    inputs = fingerprint.with_appended_events(conn, inputs, run.cutoff, appended)
+                    publishing.record_inputs(conn, d, fingerprint.digest(inputs))
                 summary.gap = gap_before(conn, d).message(d)
                 summary.finalized = step("finalize", invoicing.auto_finalize, conn, d, utcnow())
                 pause("before_commit")

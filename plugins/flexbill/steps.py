@@ -155,10 +155,6 @@ def _context(conn: Connection, run: Run, ctx: RunContext | None) -> RunContext:
     return RunContext.for_task(conn, run) if ctx is None else ctx
 
 
-def _context(conn: Connection, run: Run, ctx: RunContext | None) -> RunContext:
-    return RunContext.for_task(conn, run) if ctx is None else ctx
-
-
 # ------------------------------------------------------------------ what the steps read (once per context)
 
 

@@ -436,3 +436,14 @@ flexbill_state = Table(
     Column("name", Text, primary_key=True),
     Column("value", Integer, nullable=False),
 )
+
+# What the latest publish of each date read (flexbill.db.fingerprint), and the publish sequence it left: a
+# `flexbill run` of the date with the same fingerprint and no publish or manual event since keeps D's outputs
+# instead of recomputing them.  A publish that took no fingerprint (a DAG run) deletes its date's row.
+run_inputs = Table(
+    "run_inputs",
+    metadata,
+    Column("billing_date", Date, primary_key=True),
+    Column("fingerprint", Text, nullable=False),
+    Column("publish_seq", Integer, nullable=False),
+)

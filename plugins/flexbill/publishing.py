@@ -220,9 +220,7 @@ def unchanged_rerun(conn: Connection, d: date, fingerprint: str, started: dateti
         "published",
         stats,
         [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals],
-        corrections=invoicing.Corrections(
-            drafts=int(statuses.get("draft", 0)), kept=int(statuses.get("finalized", 0))
-        ),
+        corrections=invoicing.Corrections(drafts=int(statuses.get("draft", 0)), kept=int(statuses.get("finalized", 0))),
         unchanged=True,
     )
 

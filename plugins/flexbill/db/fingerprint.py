@@ -89,7 +89,9 @@ def _part(conn: Connection, table: Table, cutoff: datetime, where: str = "", par
     _sqlite_ready(conn)
     columns = ", ".join(f't."{c.name}"' for c in table.columns)
     clause = f" where {' and '.join(conditions)}" if conditions else ""
-    return str(conn.execute(text(f"select flexbill_row_hash_sum({columns}) from {table.name} as t{clause}"), params).scalar())
+    return str(
+        conn.execute(text(f"select flexbill_row_hash_sum({columns}) from {table.name} as t{clause}"), params).scalar()
+    )
 
 
 def parts(conn: Connection, cutoff: datetime) -> dict[str, str]:

@@ -285,6 +285,7 @@ def bench_one(db: str, n: int, args, rows: list[dict], naive_rate: dict) -> dict
         before = documents(url, d)
         rr = flexbill_run(url, d, f"flexbill rerun (unchanged inputs) {label} {d}", log_path(db, n, f"rerun_{kind}"))
         row.update(rerun_s=round(rr["seconds"], 2), rerun_rss_mib=round(rr["rss_mib"]))
+        row["rerun_kept"] = "reads changed since its latest publish" in rr["output"]  # not recomputed
         row["rerun_unchanged"] = documents(url, d) == before
         if not row["rerun_unchanged"]:
             failures.append(f"{label} {d}: a rerun with unchanged inputs changed the date's documents")

@@ -7,8 +7,9 @@ For each database kind and size N: a fresh database (PostgreSQL: `flexbill_bench
 the mid-month date, each prepared as the steady state of a daily schedule:
   flexbill   `flexbill run --date D --db URL` in a child process (rules, owed, filter, invoices, GX validation,
              write, active-user report, data-quality report), its wall time and its peak RSS (os.wait4);
-  rerun      the same command again with unchanged inputs: its time (the issue's "unchanged rerun" ratio) and
-             a check that it changed none of D's documents (lines, invoices by status, credit notes);
+  rerun      the same command again with unchanged inputs: its time (the issue's "unchanged rerun" ratio), a
+             check that it changed none of D's documents (lines, invoices by status, credit notes), and whether
+             it kept D's outputs without recomputing them (`rerun_kept`: nothing it reads had changed);
   anchor     bench/anchor.sql, one set-based statement (PostgreSQL only), materialised with CREATE TABLE AS;
   naive      bench.naive in a child process (skipped where its estimate, from the last size measured, is over
              --naive-limit seconds);

@@ -46,11 +46,15 @@ def statements(name: str, dialect_name: str) -> list[str]:
 
 def install_triggers(conn: Connection) -> None:
     """The lifecycle triggers (flexbill/sql/lifecycle.<dialect>.sql): finalized invoices, their lines and credit
-    notes never change; billed_periods keeps one row per live (contract, period). Idempotent."""
+    notes never change; billed_periods keeps one row per live (contract, period); on SQLite, the count of source
+    changes (flexbill/sql/source_changes.sqlite.sql). Idempotent."""
     for statement in statements("lifecycle", conn.dialect.name):
         if conn.dialect.name == "postgresql":  # no parameters: plpgsql's '%' placeholders reach the server as is
             conn.connection.dbapi_connection.cursor().execute(statement)
         else:
+            conn.exec_driver_sql(statement)
+    if conn.dialect.name == "sqlite":  # the count of source changes (flexbill.db.fingerprint)
+        for statement in statements("source_changes", "sqlite"):
             conn.exec_driver_sql(statement)
 
 

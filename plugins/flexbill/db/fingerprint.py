@@ -7,8 +7,9 @@ inputs").  On PostgreSQL each table contributes its row count and the sum of a 6
 stores it (every column), so any changed, added or deleted row changes the fingerprint; the parts are additive,
 so the rule events a run appends are added to the fingerprint the run took before reading.
 
-PostgreSQL hashes in SQL (`hashtextextended` of the row's text) and leaves out the rows born at or after the
-cutoff (typed timestamps compare exactly): about 1.3 s for 1.5M source rows.  SQLite counts changes instead: the
+PostgreSQL hashes in SQL (`hash_record_extended` of the row, its text's `hashtextextended` before PostgreSQL 14)
+and leaves out the rows born at or after the cutoff (typed timestamps compare exactly): about 0.6 s for 1.5M
+source rows (1.3 s through the text).  SQLite counts changes instead: the
 triggers of flexbill/sql/source_changes.sqlite.sql add one to flexbill_state 'source_changes' on every insert,
 update and delete of a source table (hashing 1.5M rows through Python took ~8 s, a quarter of a run); any change,
 even of a row born after the cutoff, makes the next rerun recompute, which is slower, never wrong.  SQLite has
@@ -62,9 +63,12 @@ def _postgresql_part(conn: Connection, table: Table, cutoff: datetime, where: st
         conditions.append(f"(t.{when} is null or t.{when} < :cutoff)")
         params["cutoff"] = cutoff
     clause = f" where {' and '.join(conditions)}" if conditions else ""
+    # PostgreSQL 14+ hashes the row column by column with each type's own hash (twice as fast as its text)
+    row_hash = (
+        "hash_record_extended(t, 0)" if conn.dialect.server_version_info >= (14,) else "hashtextextended(t::text, 0)"
+    )
     count, total = conn.execute(
-        text(f"select count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) from {table.name} as t{clause}"),
-        params,
+        text(f"select count(*), coalesce(sum({row_hash}), 0) from {table.name} as t{clause}"), params
     ).one()
     return f"{int(count)}:{int(total) % _MASK}"
 

@@ -212,14 +212,11 @@ def unchanged_rerun(conn: Connection, d: date, fingerprint: str, started: dateti
     statuses = dict(
         conn.execute(select(i.c.status, func.count()).where(i.c.billing_date == d).group_by(i.c.status)).all()
     )
-    from .figures import invoices_by_location, totals_by_currency  # the report's own sums, per currency
-
-    totals = totals_by_currency(invoices_by_location(conn, d))
     return RunSummary(
         d,
         "published",
         stats,
-        [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals],
+        published_totals(conn, d),
         corrections=invoicing.Corrections(drafts=int(statuses.get("draft", 0)), kept=int(statuses.get("finalized", 0))),
         unchanged=True,
     )
@@ -237,12 +234,12 @@ def published_by(conn: Connection, run: Run) -> RunSummary | None:
         .first()
     )
     stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"} if row else {}
-    from .figures import invoices_by_location, totals_by_currency  # the report's own sums, per currency
+    return RunSummary(run.billing_date, "published", stats, published_totals(conn, run.billing_date))
 
-    totals = totals_by_currency(invoices_by_location(conn, run.billing_date))
-    return RunSummary(
-        run.billing_date,
-        "published",
-        stats,
-        [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals],
-    )
+
+def published_totals(conn: Connection, d: date) -> list[tuple]:
+    """(currency, invoices, subtotal, tax, total) of D's live invoices: the report's own sums, per currency."""
+    from .figures import invoices_by_location, totals_by_currency
+
+    totals = totals_by_currency(invoices_by_location(conn, d))
+    return [(t["currency"], int(t["invoices"]), t["subtotal"], t["tax"], t["total"]) for t in totals]

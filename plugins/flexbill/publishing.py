@@ -205,8 +205,7 @@ def unchanged_rerun(conn: Connection, d: date, fingerprint: str, started: dateti
     row = conn.execute(select(r).where(r.c.billing_date == d)).mappings().first()
     if row is None or row["status"] != "published":
         return None
-    stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"}
-    stats["events_appended"] = 0  # a recomputation finds its rule events recorded
+    stats = {**_recorded_stats(row), "events_appended": 0}  # a recomputation finds its rule events recorded
     record_run(conn, d, "published", started, stats, None)
     i = schema.invoices
     statuses = dict(
@@ -233,8 +232,13 @@ def published_by(conn: Connection, run: Run) -> RunSummary | None:
         .mappings()
         .first()
     )
-    stats = {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"} if row else {}
+    stats = _recorded_stats(row) if row else {}
     return RunSummary(run.billing_date, "published", stats, published_totals(conn, run.billing_date))
+
+
+def _recorded_stats(row) -> dict:
+    """The run's figures as billing_runs recorded them (its integer columns)."""
+    return {k: int(row[k]) for k in row.keys() if isinstance(row[k], int) and k != "billing_date"}
 
 
 def published_totals(conn: Connection, d: date) -> list[tuple]:

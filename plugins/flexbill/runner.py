@@ -62,6 +62,35 @@ def run_billing_date(
             on_step(name, time.perf_counter() - t)
         return out
 
+    def every_step(conn: Connection, inputs: dict | None) -> RunSummary:
+        """The steps of D, its publish and (a real run with a fingerprint) what it read, in run_inputs."""
+        step("extract_snapshot", steps.extract_snapshot, conn, run, ctx)
+        for rule in steps.RULES:
+            step(f"apply_rule {rule}", steps.apply_rule, conn, run, rule, ctx)
+        pause("after_rules")
+        # the DAG maps these three over locations; here one pass covers every location (None)
+        step("owed_periods", steps.owed_periods, conn, run, None, ctx)
+        step("suspension_filter", steps.suspension_filter, conn, run, None, ctx)
+        step("build_invoices", steps.build_invoices, conn, run, None, ctx)
+        step("active_user_report", steps.active_user_report, conn, run, ctx)
+        # the rule events this run appends: part of what a rerun will read (fingerprint below)
+        appended = [] if ctx.triggered is None else list(ctx.triggered["trigger_key"])
+        ctx.release()
+        _return_freed_memory()
+        try:
+            step("validate_output", steps.validate_output, conn, run, ctx, tamper)
+        except OutputRejected as exc:
+            if preview is None:
+                raise
+            publishing.record_run(conn, d, "failed", started, {}, str(exc))
+            preview(conn, RunSummary(d, "blocked", preview=True))
+            raise OutputRejected(f"preview of {d} (nothing was written): {exc}") from None
+        summary = step("publish", publishing.publish, conn, run, ctx.staging)
+        if inputs is not None and preview is None:
+            inputs = fingerprint.with_appended_events(conn, inputs, run.cutoff, appended)
+            publishing.record_inputs(conn, d, fingerprint.digest(inputs))
+        return summary
+
     try:
         with engine.connect() as conn:
             tx = conn.begin()
@@ -69,46 +98,11 @@ def run_billing_date(
                 dialect.lock_for_run(conn)
                 pause("locked")
                 inputs = None if tamper is not None else step("fingerprint", fingerprint.parts, conn, run.cutoff)
-                kept = None
+                summary = None
                 if inputs is not None and not recompute:
-                    kept = publishing.unchanged_rerun(conn, d, fingerprint.digest(inputs), started)
-                if kept is not None:
-                    summary = kept
-                    summary.gap = gap_before(conn, d).message(d)
-                    summary.finalized = step("finalize", invoicing.auto_finalize, conn, d, utcnow())
-                    if preview is not None:
-                        summary.preview = True
-                        preview(conn, summary)
-                        tx.rollback()
-                    else:
-                        tx.commit()
-                    summary.seconds = time.perf_counter() - t0
-                    return summary
-                step("extract_snapshot", steps.extract_snapshot, conn, run, ctx)
-                for rule in steps.RULES:
-                    step(f"apply_rule {rule}", steps.apply_rule, conn, run, rule, ctx)
-                pause("after_rules")
-                # the DAG maps these three over locations; here one pass covers every location (None)
-                step("owed_periods", steps.owed_periods, conn, run, None, ctx)
-                step("suspension_filter", steps.suspension_filter, conn, run, None, ctx)
-                step("build_invoices", steps.build_invoices, conn, run, None, ctx)
-                step("active_user_report", steps.active_user_report, conn, run, ctx)
-                # the rule events this run appends: part of what a rerun will read (fingerprint below)
-                appended = [] if ctx.triggered is None else list(ctx.triggered["trigger_key"])
-                ctx.release()
-                _return_freed_memory()
-                try:
-                    step("validate_output", steps.validate_output, conn, run, ctx, tamper)
-                except OutputRejected as exc:
-                    if preview is None:
-                        raise
-                    publishing.record_run(conn, d, "failed", started, {}, str(exc))
-                    preview(conn, RunSummary(d, "blocked", preview=True))
-                    raise OutputRejected(f"preview of {d} (nothing was written): {exc}") from None
-                summary = step("publish", publishing.publish, conn, run, ctx.staging)
-                if inputs is not None and preview is None:
-                    inputs = fingerprint.with_appended_events(conn, inputs, run.cutoff, appended)
-                    publishing.record_inputs(conn, d, fingerprint.digest(inputs))
+                    summary = publishing.unchanged_rerun(conn, d, fingerprint.digest(inputs), started)
+                if summary is None:
+                    summary = every_step(conn, inputs)
                 summary.gap = gap_before(conn, d).message(d)
                 summary.finalized = step("finalize", invoicing.auto_finalize, conn, d, utcnow())
                 pause("before_commit")

@@ -120,8 +120,8 @@ def _print_run(summary, late: str | None = None) -> None:
     if summary.unchanged:
         out.print(
             f"  nothing {summary.billing_date} reads changed since its latest publish (source rows, voided events, "
-            "other dates' publishes, flexbill's code): its outputs were kept, not recomputed "
-            "(`--recompute` recomputes them)",
+            f"other dates' publishes, flexbill's code): its outputs {'would be' if summary.preview else 'were'} kept, "
+            "not recomputed (`--recompute` recomputes them)",
             highlight=False,
         )
     if summary.gap:

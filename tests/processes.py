@@ -198,7 +198,7 @@ def event_log(engine) -> list[tuple]:
 
 def dump(engine, ignore: dict | None = None) -> dict:
     """Everything a run writes: the output tables, flexbill's bookkeeping and the event log."""
-    ignore = {"billing_runs": WALL_CLOCK, **DOCUMENT_CLOCK, **(ignore or {})}
+    ignore = {"billing_runs": WALL_CLOCK, "data_quality": {"validated_at"}, **DOCUMENT_CLOCK, **(ignore or {})}
     out = {t.name: table_rows(engine, t, ignore.get(t.name, ())) for t in s.OUTPUT_TABLES}
     out["suspension_events"] = event_log(engine)
     return out

@@ -408,7 +408,7 @@ def portal_review(conn: Connection, d: date, src: dict | None = None) -> list[di
     bad = conn.execute(select(q.c.source_table, q.c.row_id).where(q.c.billing_date == d)).all()
     held = {(t, int(rid)) for t, rid in bad}
     if src is None:
-        src = extract.snapshot(conn, cutoff)
+        src = extract.snapshot(conn, cutoff, tables=("customers", "suspension_events", "contracts"))
     valid = {
         name: src[name][~src[name]["id"].isin([rid for t, rid in held if t == name])]
         for name in ("customers", "suspension_events")

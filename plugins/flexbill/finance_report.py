@@ -222,7 +222,8 @@ def write_report(
     conn: Connection | None = None,
     preview: bool = False,
 ) -> Path:
-    """Validate D with Great Expectations (results kept, Data Docs rebuilt) and write D's report; returns index.html.
+    """Write D's report with the Great Expectations checks its run kept (Data Docs rebuilt from them; a date
+    published without them, by an older flexbill, is validated now); returns index.html.
 
     `conn`: read through this connection (a dry run's open transaction) instead of a new one.  `preview`: the
     page of a dry run, written to <out>/<D>/preview/ under a banner, so the published date's page stays."""
@@ -252,14 +253,18 @@ def _page(engine: Engine, conn: Connection, d: date, folder: Path, gx_directory,
     from .db import extract
     from .db.connect import redact
 
-    src = extract.snapshot(conn, cutoff_of(d))  # read once: the portal list, then validated
-    portal = portal_review(conn, d, src)
-    inputs = validation.stacked_inputs(src)
-    del src  # the stacked frame is all validation needs: do not hold both
-    dq = quality.validate_date(
-        conn, d, gx_directory, inputs, run_name=f"flexbill-{d}" + ("-preview" if preview else "")
-    )
-    del inputs
+    run_name = f"flexbill-{d}" + ("-preview" if preview else "")
+    kept = quality.stored_checks(conn, d)
+    if kept is not None:  # the checks D's run kept: shown and rendered as they were, nothing validated again
+        portal = portal_review(conn, d)
+        dq = quality.kept_date(conn, d, kept, gx_directory, run_name=run_name)
+    else:  # D was published by an older flexbill (or never): validate the snapshot and the outputs now
+        src = extract.snapshot(conn, cutoff_of(d))  # read once: the portal list, then validated
+        portal = portal_review(conn, d, src)
+        inputs = validation.stacked_inputs(src)
+        del src  # the stacked frame is all validation needs: do not hold both
+        dq = quality.validate_date(conn, d, gx_directory, inputs, run_name=run_name)
+        del inputs
 
     rows = invoices_by_location(conn, d)
     hist = history(conn, d)

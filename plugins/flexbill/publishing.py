@@ -15,7 +15,7 @@ import pandas as pd
 from sqlalchemy import Date, delete, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from . import billing, invoicing, report
+from . import billing, invoicing, report, validation
 from .clock import utcnow
 from .db import dialect, schema
 from .errors import FlexbillError
@@ -47,6 +47,7 @@ def clear_date(conn: Connection, d: date) -> None:
     invoicing.delete_drafts(conn, d)
     conn.execute(delete(schema.skipped_contracts).where(schema.skipped_contracts.c.billing_date == d))
     conn.execute(delete(schema.quarantine).where(schema.quarantine.c.billing_date == d))
+    conn.execute(delete(schema.data_quality).where(schema.data_quality.c.billing_date == d))
     conn.execute(delete(schema.active_user_report).where(schema.active_user_report.c.report_date == d))
 
 
@@ -66,6 +67,15 @@ def _write(
     dialect.insert_frame(conn, schema.active_user_report, report_frame)
     dialect.upsert_frame(conn, schema.contract_ledger, result.ledger, ["contract_id"])
     return corrections
+
+
+def _write_checks(conn: Connection, d: date, checks: pd.DataFrame) -> None:
+    """The run's Great Expectations results (both suites, staged by its validation) as D's data_quality rows.
+    A run staged without them (by an older flexbill) writes none: the report then validates D itself."""
+    if checks.empty:
+        return
+    fixed = {"billing_date": d, "suite_version": validation.SUITE_VERSION, "validated_at": utcnow()}
+    dialect.insert_frame(conn, schema.data_quality, checks[validation.CHECK_COLUMNS], fixed)
 
 
 def record_run(conn: Connection, d: date, status: str, started: datetime, stats: dict, message: str | None) -> None:
@@ -155,6 +165,7 @@ def publish(conn: Connection, run: Run, staging: Staging | None = None) -> RunSu
     # what this publish read is unknown here: a rerun of D recomputes until record_inputs says otherwise
     conn.execute(delete(schema.run_inputs).where(schema.run_inputs.c.billing_date == run.billing_date))
     corrections = _write(conn, run.billing_date, result, quarantine, report_frame)
+    _write_checks(conn, run.billing_date, staging.get(schema.stg_checks))
     record_run(conn, run.billing_date, "published", head["started_at"], result.stats, None)
     seq = bump_publish_seq(conn)
     if not staging.in_process:  # a task that may be retried after this commit (not `flexbill run`)

@@ -7,10 +7,14 @@ from flexbill.validation by scripts/write-gx-suites and checked by a test:
   flexbill_inputs   the source snapshot as of D's cutoff; a failing row is quarantined;
   flexbill_outputs  D's invoices, lines, skips and active-user report; a failure blocks publishing.
 
-`validate_date` runs both through checkpoints of a file-based GX context under the GX directory
-(--gx-dir, $FLEXBILL_GX_DIR, else var/gx), which keeps every validation result and rebuilds the
-Data Docs site.  Everything is added with add_or_update, so rerunning a date never fails on
-"already exists"; each validation is kept under the run name `flexbill-<D>`.
+A billing run validates both suites itself (flexbill.validation: the inputs to quarantine rows, the outputs
+to gate the publish) and publishes what each check found, one row per expectation, into `data_quality` with
+D's other outputs.  `kept_date` turns those rows into GX validation results in a file-based GX context under
+the GX directory (--gx-dir, $FLEXBILL_GX_DIR, else var/gx), which keeps every validation result, and rebuilds
+the Data Docs site from them: the report never validates the snapshot a second time.  `validate_date` is the
+fallback for a date published without those rows (by a flexbill before them): it runs both suites through
+checkpoints.  Everything is added with add_or_update, so rerunning a date never fails on "already exists";
+each validation is kept under the run name `flexbill-<D>`.
 """
 
 from __future__ import annotations
@@ -166,6 +170,120 @@ class _Context:
         return None
 
 
+def stored_checks(conn: Connection, d: date):
+    """D's data_quality rows (the checks its latest publish ran), or None when they cannot stand for both suites
+    as committed: none kept (a date published by an older flexbill), or kept under another suite version."""
+    import pandas as pd
+    from sqlalchemy import select
+
+    from .db import schema as s
+
+    dq = s.data_quality
+    rows = conn.execute(select(dq).where(dq.c.billing_date == d).order_by(dq.c.suite, dq.c.position)).mappings().all()
+    frame = pd.DataFrame([dict(r) for r in rows])
+    if frame.empty or set(frame["suite_version"]) != {validation.SUITE_VERSION}:
+        return None
+    for name in SUITE_NAMES:
+        rows = frame[frame["suite"] == name]
+        committed = [(e["type"], _column(e["kwargs"])) for e in load_suite(name)["expectations"]]
+        if rows["position"].tolist() != list(range(len(committed))):
+            return None
+        if list(zip(rows["expectation"], rows["column_name"])) != committed:
+            return None
+    return frame
+
+
+def _column(kwargs: dict) -> str:
+    """The column(s) an expectation reads, as one text: `column`, else `column_A, column_B`, else the list."""
+    return kwargs.get("column") or ", ".join(
+        c for c in [kwargs.get("column_A"), kwargs.get("column_B"), *(kwargs.get("column_list") or [])] if c
+    )
+
+
+def kept_date(
+    conn: Connection, d: date, checks, directory: str | os.PathLike | None = None, run_name: str | None = None
+) -> DateQuality:
+    """D's quality from the checks its run kept (stored_checks): no second validation.  Each suite's result is
+    written into the GX project as the validation of that run (run time: when it was validated, so a second
+    report of the same run replaces its own result instead of adding one) and the Data Docs are rebuilt."""
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    ctx = _Context(gx_dir(directory))
+    out = DateQuality(billing_date=d)
+    identifiers = []
+    for name in SUITE_NAMES:
+        rows = checks[checks["suite"] == name].sort_values("position")
+        committed = load_suite(name)["expectations"]
+        when = rows["validated_at"].iloc[0].to_pydatetime().replace(tzinfo=UTC)
+        run_id = RunIdentifier(run_name=run_name or f"flexbill-{d}", run_time=when)
+        elements = int(rows["element_count"].iloc[0])
+        results = []
+        for row, expectation in zip(rows.itertuples(), committed):
+            n = int(row.unexpected_count)
+            config = ExpectationConfiguration(
+                type=expectation["type"], kwargs=expectation["kwargs"], meta=expectation.get("meta")
+            )
+            results.append(
+                ExpectationValidationResult(
+                    success=bool(row.success),
+                    expectation_config=config,
+                    result={
+                        "element_count": elements,
+                        "unexpected_count": n,
+                        "unexpected_percent": 100 * n / elements if elements else 0.0,
+                        "partial_unexpected_list": [],
+                    },
+                )
+            )
+            out.checks.append(_check(name, config, bool(row.success), n))
+        passed = sum(r.success for r in results)
+        out.success[name] = passed == len(results)
+        out.evaluated_rows[name] = elements
+        result = ExpectationSuiteValidationResult(
+            success=out.success[name],
+            results=results,
+            suite_name=name,
+            statistics={
+                "evaluated_expectations": len(results),
+                "successful_expectations": passed,
+                "unsuccessful_expectations": len(results) - passed,
+                "success_percent": 100 * passed / len(results) if results else 100.0,
+            },
+            meta={
+                "run_id": run_id,
+                "validation_time": when,
+                "active_batch_definition": {"datasource_name": "flexbill", "data_asset_name": name},
+                "kept_by": "the billing run (flexbill data_quality): not validated again",
+            },
+        )
+        suite_id = ExpectationSuiteIdentifier(name=name)
+        result_id = ValidationResultIdentifier(
+            expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=f"flexbill-{name}"
+        )
+        ctx.context.validation_results_store.store_validation_results(result, result_id, suite_id)
+        identifiers += [result_id, suite_id]
+    ctx.context.build_data_docs(resource_identifiers=identifiers)
+    out.docs_index = ctx.docs_index()
+    return out
+
+
+def _check(suite: str, config, success: bool, unexpected: int) -> Check:
+    return Check(
+        suite=suite,
+        expectation=config.type,
+        column=_column(config.kwargs).replace("__", "."),
+        finance=(config.meta or {}).get("finance", ""),
+        success=success,
+        unexpected=unexpected,
+    )
+
+
 def _class_name(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 
@@ -200,20 +318,7 @@ def validate_date(
         out.evaluated_rows[name] = len(frame)
         for validation_result in result.run_results.values():
             for res in validation_result.results:
-                config = res.expectation_config
-                kwargs = config.kwargs
-                column = kwargs.get("column") or ", ".join(
-                    c for c in [kwargs.get("column_A"), kwargs.get("column_B"), *(kwargs.get("column_list") or [])] if c
-                )
-                out.checks.append(
-                    Check(
-                        suite=name,
-                        expectation=config.type,
-                        column=column.replace("__", "."),
-                        finance=(config.meta or {}).get("finance", ""),
-                        success=bool(res.success),
-                        unexpected=int((res.result or {}).get("unexpected_count") or 0),
-                    )
-                )
+                unexpected = int((res.result or {}).get("unexpected_count") or 0)
+                out.checks.append(_check(name, res.expectation_config, bool(res.success), unexpected))
     out.docs_index = ctx.docs_index()
     return out

@@ -226,6 +226,7 @@ def extract_snapshot(conn: Connection, run: Run, ctx: RunContext | None = None) 
     verdict = validation.check_inputs(src)
     clear_run(conn, run.run_id)
     ctx.staging.put(schema.stg_quarantine, verdict.quarantine)
+    ctx.staging.put(schema.stg_checks, verdict.checks)  # the inputs suite's results, kept with D's outputs
     contracts_quarantined = int((verdict.quarantine["source_table"] == "contracts").sum())
     conn.execute(
         schema.stg_runs.insert(),
@@ -313,7 +314,8 @@ def active_user_report(conn: Connection, run: Run, ctx: RunContext | None = None
 
 def validate_output(conn: Connection, run: Run, ctx: RunContext | None = None, tamper: Callable | None = None) -> dict:
     """Great Expectations on everything staged; raises OutputRejected, else marks the run publishable."""
-    result, report_frame, _ = staged_outputs(conn, run, None if ctx is None else ctx.staging)
+    staging = TableStaging(conn, run) if ctx is None else ctx.staging
+    result, report_frame, _ = staged_outputs(conn, run, staging)
     if tamper is not None:
         tamper(result, report_frame)
     locations = (
@@ -321,7 +323,10 @@ def validate_output(conn: Connection, run: Run, ctx: RunContext | None = None, t
         if ctx is not None and ctx.valid is not None  # else a tiny read
         else extract.read_table(conn, schema.locations, run.cutoff)
     )
-    validation.check_outputs(_output_frames(result, report_frame, locations))
+    passed = validation.check_outputs(_output_frames(result, report_frame, locations))
+    checks = staging.get(schema.stg_checks)[validation.CHECK_COLUMNS]  # not the (null) location of staged rows
+    checks = pd.concat([checks[checks["suite"] != "flexbill_outputs"], passed], ignore_index=True)
+    staging.put(schema.stg_checks, checks)  # beside the inputs suite's (a retried task replaces its own)
     conn.execute(update(schema.stg_runs).where(schema.stg_runs.c.run_id == run.run_id).values(validated=True))
     return result.stats
 

@@ -339,9 +339,11 @@ class _Gx:
     def suite(self, name: str, rules) -> object:
         if name not in self.suites:
             expectations = []
-            for kind, kwargs, note, finance in rules:
+            for rule, (kind, kwargs, note, finance) in enumerate(rules):  # `rule`: GX may reorder its results
                 expectations.append(
-                    getattr(self.gx.expectations, kind)(**kwargs, meta={"reason": note, "finance": finance})
+                    getattr(self.gx.expectations, kind)(
+                        **kwargs, meta={"reason": note, "finance": finance, "rule": rule}
+                    )
                 )
             self.suites[name] = self.gx.ExpectationSuite(name=name, expectations=expectations)
         return self.suites[name]
@@ -366,6 +368,7 @@ class _Gx:
 class InputVerdict:
     valid: dict  # table -> DataFrame of rows that may be billed
     quarantine: object  # DataFrame: source_table, row_id, reason
+    checks: object = None  # DataFrame: the `flexbill_inputs` suite's checks with their failing rows (check_rows)
 
 
 class _Formatter(string.Formatter):
@@ -509,7 +512,8 @@ def _missing_required(name: str, frame):
 
 
 def _gx_failures(name: str, frame) -> dict:
-    """{row position: [reason, ...]} from one GX validation of the table (COMPLETE: failing row positions)."""
+    """{row position: [(rule, reason), ...]} from one GX validation of the table (COMPLETE: failing row positions);
+    `rule` is the failed rule's position in INPUT_RULES[name] + [REQUIRED_RULE]."""
     rules = INPUT_RULES[name] + [REQUIRED_RULE]
     # GX reads only the columns the rules name (it copies the rows of its whole frame per expectation: fewer
     # columns, less to copy); the reasons are formatted from the full row, found by position
@@ -517,19 +521,19 @@ def _gx_failures(name: str, frame) -> dict:
     result = _Gx.get().validate(f"inputs.{name}", rules, checked, "COMPLETE")
     if result.success:
         return {}
-    failures: dict[int, list[str]] = defaultdict(list)
+    failures: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for res in result.results:
         if res.success:
             continue
-        note = res.expectation_config.meta["reason"]
+        note, rule = res.expectation_config.meta["reason"], res.expectation_config.meta["rule"]
         positions = [int(p) for p in res.result.get("unexpected_index_list") or []]
         for position, record in zip(positions, frame.iloc[positions].to_dict("records")):
-            failures[position].append(_FORMAT.format(note, **_with_amounts(record)))
+            failures[position].append((rule, _FORMAT.format(note, **_with_amounts(record))))
     return failures
 
 
 def _failures(name: str, frame, remember: bool = False) -> dict:
-    """{row position: [reason, ...]} for one table.
+    """{row position: [(rule, reason), ...]} for one table (`rule`: as in _gx_failures).
 
     Every rule reads only its own row (plus the values looked up into it), so a
     row's verdict is remembered by the hash of what the checks read: a primed
@@ -587,18 +591,22 @@ def check_inputs(src: dict) -> InputVerdict:
             )
             src[name] = frame[~no_id].reset_index(drop=True)
     frames = _check_frames(src)
+    failing: dict[tuple[str, int], int] = defaultdict(int)  # (table, rule) -> failing rows; rule as in _gx_failures
     for name, frame in frames.items():
         found = _failures(name, frame)
+        unique = len(INPUT_RULES[name]) + 1  # the id rule's key: after the table's rules and REQUIRED_RULE
         if not frame.empty and frame["id"].duplicated().any():  # whole-table check, never cached
             result = _Gx.get().validate(f"inputs.{name}.ids", UNIQUE_ID_RULES[name], frame[["id"]], "COMPLETE")
             for res in result.results:
                 for position in res.result.get("unexpected_index_list") or []:
                     found.setdefault(int(position), []).append(
-                        _FORMAT.format(UNIQUE_ID_RULES[name][0][2], id=frame.at[int(position), "id"])
+                        (unique, _FORMAT.format(UNIQUE_ID_RULES[name][0][2], id=frame.at[int(position), "id"]))
                     )
         for position, notes in found.items():
             row_id = frame.at[position, "id"]
-            for note in notes:
+            for rule in {rule for rule, _ in notes}:
+                failing[(name, rule)] += 1
+            for _, note in notes:
                 if note not in reasons[(name, int(row_id))]:  # a repeated id fails once per copy
                     reasons[(name, int(row_id))].append(note)
     for table, column, parent in DEPENDENCIES:  # in dependency order: parents first
@@ -618,7 +626,8 @@ def check_inputs(src: dict) -> InputVerdict:
     for name, frame in src.items():
         bad = {rid for (t, rid) in reasons if t == name}
         valid[name] = frame[~frame["id"].isin(list(bad))].reset_index(drop=True) if bad else frame
-    return InputVerdict(valid=valid, quarantine=quarantine)
+    checked = sum(len(frame) for frame in frames.values())
+    return InputVerdict(valid=valid, quarantine=quarantine, checks=input_checks(failing, checked))
 
 
 def _prefixed(name: str, kwargs: dict) -> dict:
@@ -698,6 +707,51 @@ SUITE_NOTES = {
 }
 
 
+CHECK_COLUMNS = ["suite", "position", "expectation", "column_name", "success", "unexpected_count", "element_count"]
+
+
+def _expectation_type(kind: str) -> str:
+    """ExpectColumnValuesToBeNull -> expect_column_values_to_be_null (GX's serialized name)."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in kind).lstrip("_")
+
+
+def _check_column(kwargs: dict) -> str:
+    return ", ".join(
+        c
+        for c in [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"), *kwargs.get("column_list", [])]
+        if c
+    )
+
+
+def check_rows(suite: str, unexpected: list[int], element_count: int):
+    """One row per expectation of `suite` (SUITES order): its failing rows and whether it passed.  What a run keeps
+    of its validation (the data_quality table), so the finance report shows it without validating again."""
+    import pandas as pd
+
+    rules = SUITES[suite]
+    if len(unexpected) != len(rules):
+        raise ValueError(f"{suite}: {len(unexpected)} counts for {len(rules)} expectations")
+    return pd.DataFrame(
+        [
+            (suite, position, _expectation_type(kind), _check_column(kwargs), n == 0, int(n), int(element_count))
+            for position, ((kind, kwargs, _, _), n) in enumerate(zip(rules, unexpected))
+        ],
+        columns=CHECK_COLUMNS,
+    )
+
+
+def input_checks(failing: dict, element_count: int):
+    """check_rows of `flexbill_inputs` from check_inputs' failing rows per (table, rule), the rule numbered as in
+    _gx_failures (the table's rules, REQUIRED_RULE, then the id rule), whereas the suite orders a table's rules,
+    its id rule, then REQUIRED_RULE."""
+    counts = []
+    for name, rules in INPUT_RULES.items():
+        n = len(rules)
+        counts += [failing.get((name, rule), 0) for rule in range(n)]
+        counts += [failing.get((name, n + 1), 0), failing.get((name, n), 0)]  # unique id, then required
+    return check_rows("flexbill_inputs", counts, element_count)
+
+
 def stacked_inputs(src: dict):
     """The source snapshot as the one frame the `flexbill_inputs` suite reads."""
     frames = _check_frames(src)
@@ -730,14 +784,16 @@ def suite_json(name: str) -> dict:
     return out
 
 
-def check_outputs(frames: dict) -> None:
-    """Raise OutputRejected (nothing is published) when a staged output breaks a rule."""
+def check_outputs(frames: dict):
+    """Raise OutputRejected (nothing is published) when a staged output breaks a rule; else the `flexbill_outputs`
+    suite's check_rows (every check passed)."""
+    passed = [0] * len(STACKED_OUTPUT_RULES)
     if all(f is None or f.empty for f in frames.values()):
-        return
+        return check_rows("flexbill_outputs", passed, 0)
     stacked = stacked_outputs(frames)
     gx = _Gx.get()
     if gx.validate("outputs", STACKED_OUTPUT_RULES, stacked, "BOOLEAN_ONLY").success:
-        return
+        return check_rows("flexbill_outputs", passed, len(stacked))
     result = gx.validate("outputs", STACKED_OUTPUT_RULES, stacked, "BASIC")  # only to count the failures
     problems = []
     for res in result.results:

@@ -214,7 +214,10 @@ def test_rerunning_a_date_keeps_every_validation_and_rebuilds_data_docs(tmp_path
     engine = billed(f"sqlite:///{tmp_path / 'db.sqlite'}")
     gx_dir = tmp_path / "gx"
     first = write_report(engine, D, tmp_path / "reports", gx_dir)
-    run_billing_date(engine, D)  # a rerun of the date, then its report again
+    assert write_report(engine, D, tmp_path / "reports", gx_dir) == first  # the same run's report again ...
+    stored = list((gx_dir / "gx" / "uncommitted" / "validations").rglob("*.json"))
+    assert len(stored) == 2  # ... is the same validation of each suite, not a new one
+    run_billing_date(engine, D, recompute=True)  # a rerun that validates again, then its report
     second = write_report(engine, D, tmp_path / "reports", gx_dir)
     assert first == second
     stored = list((gx_dir / "gx" / "uncommitted" / "validations").rglob("*.json"))

@@ -21,6 +21,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
+from flexbill import quality
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.runner import run_billing_date
@@ -308,6 +309,7 @@ class World:
     skipped: dict = field(default_factory=dict)  # contract_id -> reason on D
     runs: dict = field(default_factory=dict)  # date -> billing_runs row (checked against the outputs)
     reconciled: dict = field(default_factory=dict)  # date -> None, or the AssertionError text
+    checks: tuple = ()  # (the checks D's run kept, the same checks from a second GX pass), after its first run
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -329,6 +331,7 @@ def world(request, tmp_path_factory):
             w.lines = op.lines()
             w.skipped = {r["contract_id"]: r["reason"] for r in op.rows(s.skipped_contracts, billing_date=D)}
             w.reconciled[D] = _reconciles(op, D)
+            w.checks = kept_and_revalidated(engine, D, tmp_path_factory.mktemp("gx"))
             run_billing_date(engine, D)
             w.rerun_quarantine[D] = quarantine_of(op, D)
             w.rerun_lines = op.lines()
@@ -339,6 +342,20 @@ def world(request, tmp_path_factory):
         except Exception as exc:  # noqa: BLE001 - every test reports it
             w.error = f"{type(exc).__name__}: {exc}"
         yield w
+
+
+def kept_and_revalidated(engine, d: date, gx_dir) -> tuple[list, list]:
+    """What the finance report shows of D's checks (suite, column, passed, failing rows, rows checked): as D's run
+    kept them in data_quality, and as a second Great Expectations pass over D's snapshot and outputs finds them."""
+
+    def shown(dq):
+        rows = {name: dq.evaluated_rows[name] for name in dq.success}
+        return sorted((c.suite, c.expectation, c.column, c.success, c.unexpected, rows[c.suite]) for c in dq.checks)
+
+    with engine.connect() as conn:
+        kept = quality.stored_checks(conn, d)
+        assert kept is not None, "the run kept no checks"
+        return shown(quality.kept_date(conn, d, kept, gx_dir)), shown(quality.validate_date(conn, d, gx_dir))
 
 
 def _reconciles(op, d):
@@ -385,6 +402,17 @@ def test_the_rest_is_billed_and_each_run_reconciles(world):
         (c, D_NEXT) for c in billed | {1}
     }
     assert world.reconciled == {D: None, D_NEXT: None}
+
+
+def test_the_checks_a_run_keeps_are_what_a_second_validation_finds(world):
+    """The finance report shows the checks D's run kept instead of validating again: every check, with its
+    failing rows, equals what a second Great Expectations pass over D's snapshot and outputs finds."""
+    assert world.error is None, f"the run crashed: {world.error}"
+    kept, revalidated = world.checks
+    assert kept == revalidated
+    failing = {(suite, column) for suite, _, column, success, _, _ in kept if not success}
+    assert len(failing) >= 15 and all(suite == "flexbill_inputs" for suite, _ in failing)  # the cases fail ...
+    assert all(n > 0 for _, _, _, success, n, _ in kept if not success)  # ... with their rows counted
 
 
 def test_each_date_lists_every_bad_row_visible_at_its_cutoff_and_a_rerun_replaces(engine):
@@ -507,13 +535,14 @@ def malformed_world(tmp_path_factory):
         run_billing_date(engine, D)
     except Exception as exc:  # noqa: BLE001 - every test reports it
         error = f"{type(exc).__name__}: {exc}"
-    yield ids, error, quarantine_of(op, D), op.lines()
+    checks = kept_and_revalidated(engine, D, tmp_path_factory.mktemp("gx")) if error is None else None
+    yield ids, error, quarantine_of(op, D), op.lines(), checks
     engine.dispose()
 
 
 @pytest.mark.parametrize("kind", list(MALFORMED))
 def test_sqlite_malformed_date_text_is_quarantined(malformed_world, kind):
-    ids, error, quarantine, lines = malformed_world
+    ids, error, quarantine, lines, _ = malformed_world
     assert error is None, f"the run crashed: {error}"
     column, value = MALFORMED[kind]
     n = ids[kind]
@@ -523,6 +552,15 @@ def test_sqlite_malformed_date_text_is_quarantined(malformed_world, kind):
     assert_actionable(("contracts", n), reason)
     assert [l for l in lines if l["contract_id"] == n] == []
     assert [l["contract_id"] for l in lines if l["contract_id"] not in ids.values()] == [1]
+
+
+def test_sqlite_malformed_values_are_counted_by_the_kept_required_check(malformed_world):
+    ids, error, _, _, checks = malformed_world
+    assert error is None, f"the run crashed: {error}"
+    kept, revalidated = checks
+    assert kept == revalidated
+    [required] = [c for c in kept if c[2] == "contracts.missing_required"]
+    assert required[3] is False and required[4] == len(ids)  # each malformed contract, once
 
 
 def test_sqlite_malformed_archived_at_is_quarantined_not_billed(sqlite_engine):

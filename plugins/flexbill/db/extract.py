@@ -124,9 +124,13 @@ def read_table(
     return df.reset_index(drop=True)
 
 
-def snapshot(conn: Connection, cutoff: datetime) -> dict[str, pd.DataFrame]:
-    """Every source table as the world was at `cutoff` (less the columns in NOT_IN_SNAPSHOT)."""
-    return {t.name: read_table(conn, t, cutoff, skip=NOT_IN_SNAPSHOT.get(t.name, ())) for t in schema.SOURCE_TABLES}
+def snapshot(conn: Connection, cutoff: datetime, tables: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+    """Every source table (or these `tables`) as the world was at `cutoff` (less the columns in NOT_IN_SNAPSHOT)."""
+    return {
+        t.name: read_table(conn, t, cutoff, skip=NOT_IN_SNAPSHOT.get(t.name, ()))
+        for t in schema.SOURCE_TABLES
+        if tables is None or t.name in tables
+    }
 
 
 def without_voided(conn: Connection, events: pd.DataFrame) -> pd.DataFrame:

@@ -266,6 +266,26 @@ quarantine = Table(
     PrimaryKeyConstraint("billing_date", "source_table", "row_id"),
 )
 
+# The Great Expectations checks of D's latest published run, one row per expectation of the two suites
+# (flexbill_inputs on the source snapshot, flexbill_outputs on what it published), with how many rows failed
+# each: the finance report shows them and renders the GX Data Docs from them, without validating again.
+# Replaced with D's other outputs by every publish of D.
+data_quality = Table(
+    "data_quality",
+    metadata,
+    Column("billing_date", Date, nullable=False),
+    Column("suite", Text, nullable=False),
+    Column("position", Integer, nullable=False),  # the expectation's place in the suite
+    Column("expectation", Text, nullable=False),  # GX's type, e.g. expect_column_values_to_be_between
+    Column("column_name", Text, nullable=False),  # as the suite names it: <table>__<column>
+    Column("success", Boolean, nullable=False),
+    Column("unexpected_count", BigInteger, nullable=False),
+    Column("element_count", BigInteger, nullable=False),  # rows the suite checked
+    Column("suite_version", Text, nullable=False),
+    Column("validated_at", Stamp, nullable=False),
+    PrimaryKeyConstraint("billing_date", "suite", "position"),
+)
+
 # ---------------------------------------------------------------- flexbill's own bookkeeping
 # One row per billing date: what the last attempt did, for finance and for reconciliation.
 billing_runs = Table(
@@ -322,6 +342,7 @@ OUTPUT_TABLES = (
     skipped_contracts,
     active_user_report,
     quarantine,
+    data_quality,
     billing_runs,
     contract_ledger,
     event_voids,
@@ -359,6 +380,16 @@ stg_runs = Table(
 )
 stg_quarantine = _staging(
     "stg_quarantine", Column("source_table", Text), Column("row_id", Integer), Column("reason", Text)
+)
+stg_checks = _staging(
+    "stg_checks",
+    Column("suite", Text),
+    Column("position", Integer),
+    Column("expectation", Text),
+    Column("column_name", Text),
+    Column("success", Boolean),
+    Column("unexpected_count", BigInteger),
+    Column("element_count", BigInteger),
 )
 stg_candidates = _staging(
     "stg_candidates",
@@ -419,6 +450,7 @@ stg_report = _staging(
 )
 STAGING_TABLES = (
     stg_quarantine,
+    stg_checks,
     stg_candidates,
     stg_periods,
     stg_status,

@@ -718,8 +718,9 @@ def lifecycle_guards_off(sink: Sink):
     ).fetchall():
         sink.execute(f'DROP TRIGGER "{name}"')
     yield
-    for statement in statements("lifecycle", "sqlite"):
-        sink.execute(statement)
+    for script in ("lifecycle", "source_changes"):  # every trigger dropped above, the source-change count too
+        for statement in statements(script, "sqlite"):
+            sink.execute(statement)
 
 
 def prepare(url: str, n: int, seed: int, d: date) -> dict:
@@ -742,9 +743,11 @@ def prepare(url: str, n: int, seed: int, d: date) -> dict:
         "skipped_contracts",
         "active_user_report",
         "quarantine",
+        "data_quality",
         "billing_runs",
         "contract_ledger",
         "stg_quarantine",
+        "stg_checks",
         "stg_candidates",
         "stg_periods",
         "stg_status",

@@ -44,6 +44,7 @@ def test_the_benchmark_runs_and_all_three_bill_the_same_lines(tmp_path):
     for r in rows:
         assert r["stats"]["lines"] > 0 and r["flexbill_s"] > 0 and r["flexbill_rss_mib"] > 0, r
         assert r["rerun_s"] > 0 and r["rerun_unchanged"] is True, r  # a rerun with unchanged inputs changes nothing
+        assert r["rerun_kept"] is True, r  # ... and keeps D's outputs on both databases (the harness's resets too)
         assert r["check_naive"]["equal"], r["check_naive"]
         assert r["report_skipped"], r
         if r["db"] == "postgresql":

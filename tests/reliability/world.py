@@ -195,11 +195,22 @@ def contents(url: str, ignore: dict | None = None) -> dict:
 
 
 def without_attempt(dumped: dict) -> dict:
-    """A dump without billing_runs.events_appended: how many rule events *this attempt* appended is
-    bookkeeping of the attempt (a run after a killed or concurrent one finds their rule events there)."""
-    cols = [c.name for c in s.billing_runs.columns if c.name not in WALL_CLOCK]
-    keep = [i for i, c in enumerate(cols) if c != "events_appended"]
-    return {**dumped, "billing_runs": [tuple(r[i] for i in keep) for r in dumped["billing_runs"]]}
+    """A dump without billing_runs.events_appended and data_quality.element_count: how many rule events *this
+    attempt* appended, and so how many source rows its input suite checked, is bookkeeping of the attempt (a run
+    after a killed or concurrent one finds their rule events there and checks them too); what each check found
+    (success, failing rows) stays compared."""
+    return {
+        **dumped,
+        "billing_runs": _without(dumped["billing_runs"], s.billing_runs, WALL_CLOCK, "events_appended"),
+        "data_quality": _without(dumped["data_quality"], s.data_quality, {"validated_at"}, "element_count"),
+    }
+
+
+def _without(rows: list[tuple], table, ignored: set, column: str) -> list[tuple]:
+    """`rows` of `table` as dump holds them (the `ignored` columns already left out), less `column`."""
+    cols = [c.name for c in table.columns if c.name not in ignored]
+    keep = [i for i, c in enumerate(cols) if c != column]
+    return [tuple(r[i] for i in keep) for r in rows]
 
 
 # ---------------------------------------------------------------- what a date holds

@@ -175,6 +175,8 @@ def pg_databases(count: int):
 WALL_CLOCK = {"started_at", "finished_at", "published_at"}
 # ... and when a document was finalized or issued (its number, amounts and status are what it decided).
 DOCUMENT_CLOCK = {"invoices": {"finalized_at"}, "credit_notes": {"issued_at"}}
+# What `dump` leaves out by default, per table: when things happened, not what was decided.
+DUMP_IGNORES = {"billing_runs": WALL_CLOCK, "data_quality": {"validated_at"}, **DOCUMENT_CLOCK}
 
 
 def table_rows(engine, table, ignore=()) -> list[tuple]:
@@ -198,7 +200,7 @@ def event_log(engine) -> list[tuple]:
 
 def dump(engine, ignore: dict | None = None) -> dict:
     """Everything a run writes: the output tables, flexbill's bookkeeping and the event log."""
-    ignore = {"billing_runs": WALL_CLOCK, "data_quality": {"validated_at"}, **DOCUMENT_CLOCK, **(ignore or {})}
+    ignore = {**DUMP_IGNORES, **(ignore or {})}
     out = {t.name: table_rows(engine, t, ignore.get(t.name, ())) for t in s.OUTPUT_TABLES}
     out["suspension_events"] = event_log(engine)
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import Date, func, select
 from sqlalchemy.engine import Connection
 
 from . import lifecycle
@@ -247,7 +247,7 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
     mine = lines[lines["customer_id"].isin(ids.keys())].copy()
     mine["invoice_id"] = mine["customer_id"].astype("int64").map(ids)
     mine = mine.assign(unit_price=mine["unit_cents"].map(from_cents), amount=mine["amount_cents"].map(from_cents))
-    dialect.insert_frame(conn, s.invoice_lines, mine)
+    _insert_lines(conn, d, mine)
     corrective = write[write["corrects"].notna()].sort_values("customer_id", kind="stable").reset_index(drop=True)
     out.drafts = len(write) - len(corrective)
     if not corrective.empty:
@@ -262,6 +262,20 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
         old_numbers = dict(zip(credited["invoice_id"], credited["number"]))
         out.corrective = list(zip(corrective["number"], corrective["corrects"].map(old_numbers), corrective["total"]))
     return out
+
+
+def _insert_lines(conn: Connection, d: date, lines: pd.DataFrame) -> None:
+    """The lines of D's new drafts. Each line's billed period is added by the lines' insert trigger; SQLite fires it
+    once per line (5 of the 7.6 s of a 1M run's 235k lines), so there the run sets that trigger aside inside its
+    own transaction and adds the same rows in one statement. The guard that refuses lines on an invoice that is not
+    a draft stays in place."""
+    if conn.dialect.name != "sqlite":
+        dialect.insert_frame(conn, s.invoice_lines, lines)
+        return
+    with dialect.sqlite_trigger_set_aside(conn, "flexbill_lines_inserted") as present:
+        dialect.insert_frame(conn, s.invoice_lines, lines)
+        if present and len(lines):
+            conn.execute(dialect.sql("billed_periods_of_drafts", billing_date=Date()), {"billing_date": d})
 
 
 def delete_drafts(conn: Connection, d: date) -> None:

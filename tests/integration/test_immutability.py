@@ -234,3 +234,59 @@ def test_every_flexbill_command_and_dag_task_leaves_finalized_rows_byte_for_byte
     assert_survived(before, after)
     assert len(after["credit_notes"]) >= len(before["credit_notes"]) + 2  # the fixes were corrected, not rewritten
     assert_documents_consistent(engine)
+
+
+def _triggers(engine) -> dict:
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql("select name, sql from sqlite_master where type = 'trigger'").all()
+        else:
+            rows = conn.exec_driver_sql(
+                "select tgname, pg_get_triggerdef(oid) from pg_trigger where not tgisinternal"
+            ).all()
+    return dict(rows)
+
+
+def test_billed_periods_are_exactly_the_live_lines_and_every_trigger_is_back_after_runs(documents):
+    """SQLite's publish sets the per-row trigger that adds each line's billed period aside and adds the same rows
+    in one statement (flexbill.invoicing._insert_lines): the rows must be those the trigger gives, and the trigger
+    must be in place, as it was, after runs that published, corrected and rolled back."""
+    engine = documents
+    before = _triggers(engine)
+    assert "flexbill_lines_inserted" in before
+    with engine.begin() as conn:  # a data fix: the rerun credits and corrects, then a dry run rolls back
+        conn.execute(update(s.plans).where(s.plans.c.id == 1).values(price=Decimal("102.00")))
+    run_billing_date(engine, D2)
+    run_billing_date(engine, D3, preview=lambda conn, summary: None)
+    run_billing_date(engine, D3)
+    assert _triggers(engine) == before
+    with engine.connect() as conn:
+        billed = set(conn.exec_driver_sql("select contract_id, period_start, invoice_id from billed_periods").all())
+        live = set(
+            conn.exec_driver_sql(
+                "select l.contract_id, l.period_start, l.invoice_id from invoice_lines as l "
+                "join invoices as i on i.invoice_id = l.invoice_id where i.status <> 'credited'"
+            ).all()
+        )
+    assert billed == live and len(live) == 4  # customers 1-4, one monthly period each (2 corrected)
+
+
+def test_a_failure_while_a_sqlite_trigger_is_set_aside_leaves_it_in_place(sqlite_database):
+    from flexbill.db import dialect
+
+    engine = make_engine(sqlite_database)
+    init_db(engine)
+    before = _triggers(engine)
+    with pytest.raises(DBAPIError):
+        with engine.begin() as conn:
+            with dialect.sqlite_trigger_set_aside(conn, "flexbill_lines_inserted") as present:
+                assert present
+                gone = conn.exec_driver_sql("select count(*) from sqlite_master where name = 'flexbill_lines_inserted'")
+                assert gone.scalar_one() == 0
+                conn.exec_driver_sql("insert into no_such_table values (1)")
+    assert _triggers(engine) == before
+    with engine.begin() as conn:  # a trigger that does not exist: nothing to set aside, nothing created
+        with dialect.sqlite_trigger_set_aside(conn, "flexbill_no_such_trigger") as present:
+            assert not present
+    assert _triggers(engine) == before
+    engine.dispose()

@@ -440,9 +440,10 @@ def _check_frames(src: dict) -> dict:
     unit = contracts["price_cents"].where(
         contracts["price_cents"].notna(), lookup(contracts["plan_id"], plans, "price_cents")
     )
+    missing = (unit.isna() | contracts["quantity"].isna()).to_numpy()  # one vectorised test, not pd.isna per value
     period = [
-        None if pd.isna(u) or pd.isna(q) else int(u) * int(q)  # Python ints: no overflow
-        for u, q in zip(unit.tolist(), contracts["quantity"].tolist())
+        None if m else int(u) * int(q)  # Python ints: no overflow
+        for u, q, m in zip(unit.tolist(), contracts["quantity"].tolist(), missing)
     ]
     frames["contracts"] = contracts.assign(
         period_cents=pd.Series(period, index=contracts.index, dtype=object),

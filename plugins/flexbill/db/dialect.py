@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager, suppress
+from datetime import date as date_type
 from datetime import datetime as datetime_type
 from importlib.resources import files
 
@@ -149,7 +150,7 @@ def _executemany(
     if key:
         updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {updates}"
-    processors = [table.c[n].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for n in names]
+    processors = [_sqlite_bind_processor(table.c[n].type, conn.dialect) for n in names]
     bound = [
         column if proc is None else [None if v is None else proc(v) for v in column]
         for proc, column in zip(processors, values)
@@ -157,6 +158,15 @@ def _executemany(
     params = list(zip(*bound))
     for i in range(0, len(params), BATCH * 20):
         conn.exec_driver_sql(sql, params[i : i + BATCH * 20])
+
+
+def _sqlite_bind_processor(kind, sqlite_dialect):
+    """The column type's SQLite bind processor, but for DATE columns `date.isoformat`: the same 'YYYY-MM-DD' text
+    SQLAlchemy's processor writes for a date or a datetime (and the same TypeError for anything else), without its
+    per-value formatting dict (1.2M dates in a 1M run on the 1st: ~0.6 s)."""
+    if isinstance(kind, Date):  # DateTime is not a Date in SQLAlchemy: timestamps keep their own processor
+        return date_type.isoformat
+    return kind.dialect_impl(sqlite_dialect).bind_processor(sqlite_dialect)
 
 
 NULL_MARK = "<<flexbill:null>>"  # how NULL travels in COPY's CSV: no real value looks like it

@@ -711,14 +711,14 @@ def lifecycle_guards_off(sink: Sink):
         for table in guarded:
             sink.execute(f'ALTER TABLE "{table}" ENABLE TRIGGER USER')
         return
-    from flexbill.db.dialect import statements
+    from flexbill.db.dialect import TRIGGER_SCRIPTS, statements
 
     for (name,) in sink.execute(
         "select name from sqlite_master where type = 'trigger' and name like 'flexbill%'"
     ).fetchall():
         sink.execute(f'DROP TRIGGER "{name}"')
     yield
-    for script in ("lifecycle", "source_changes"):  # every trigger dropped above, the source-change count too
+    for script in TRIGGER_SCRIPTS["sqlite"]:  # every trigger dropped above, the source-change count too
         for statement in statements(script, "sqlite"):
             sink.execute(statement)
 

@@ -46,18 +46,21 @@ def statements(name: str, dialect_name: str) -> list[str]:
     return out
 
 
+# flexbill's trigger scripts (flexbill/sql/<script>.<dialect>.sql), per dialect, in the order they are installed
+TRIGGER_SCRIPTS = {"postgresql": ("lifecycle",), "sqlite": ("lifecycle", "source_changes")}
+
+
 def install_triggers(conn: Connection) -> None:
     """The lifecycle triggers (flexbill/sql/lifecycle.<dialect>.sql): finalized invoices, their lines and credit
     notes never change; billed_periods keeps one row per live (contract, period); on SQLite, the count of source
-    changes (flexbill/sql/source_changes.sqlite.sql). Idempotent."""
-    for statement in statements("lifecycle", conn.dialect.name):
-        if conn.dialect.name == "postgresql":  # no parameters: plpgsql's '%' placeholders reach the server as is
-            conn.connection.dbapi_connection.cursor().execute(statement)
-        else:
-            conn.exec_driver_sql(statement)
-    if conn.dialect.name == "sqlite":  # the count of source changes (flexbill.db.fingerprint)
-        for statement in statements("source_changes", "sqlite"):
-            conn.exec_driver_sql(statement)
+    changes too (flexbill/sql/source_changes.sqlite.sql, read by flexbill.db.fingerprint). Idempotent."""
+    name = conn.dialect.name
+    for script in TRIGGER_SCRIPTS[name]:
+        for statement in statements(script, name):
+            if name == "postgresql":  # no parameters: plpgsql's '%' placeholders reach the server as is
+                conn.connection.dbapi_connection.cursor().execute(statement)
+            else:
+                conn.exec_driver_sql(statement)
 
 
 @contextmanager

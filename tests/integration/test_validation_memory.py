@@ -1,0 +1,31 @@
+"""GX lets go of what it validated: its execution engine keeps every batch it loads (the whole checked frame) for
+the life of the process, which held every source table's checked frame through the rest of a run."""
+
+from __future__ import annotations
+
+import gc
+from datetime import date
+
+from flexbill import validation
+from flexbill.db.connect import init_db, make_engine
+from flexbill.runner import run_billing_date
+from tests.builders import Operator
+
+D = date(2024, 3, 1)
+
+
+def _alive_batches() -> list:
+    gc.collect()
+    return [o for o in gc.get_objects() if type(o).__name__ == "PandasBatchData"]
+
+
+def test_no_validated_frame_outlives_its_checks(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'gx.sqlite'}")
+    init_db(engine)
+    Operator(engine).one_contract(D, contract_id=7)
+    summary = run_billing_date(engine, D)  # the input checks, then the output gate
+    assert summary.stats["lines"] == 1  # the checks ran over real rows
+    assert _alive_batches() == []
+    manager = validation._Gx.get().source.get_execution_engine().batch_manager
+    assert manager.batch_data_cache == {} and len(manager.batch_cache) == 0
+    engine.dispose()

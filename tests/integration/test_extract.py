@@ -33,3 +33,32 @@ def test_text_numbers_and_missing_values_read_back_exactly(engine):
         i % 2 == 0 for i in range(1, len(AWKWARD) + 1)
     ]
     assert "full_name__raw" not in frame.columns  # nothing read as malformed
+
+
+def test_a_read_larger_than_one_copy_chunk_streams_every_row_in_order(engine):
+    """PostgreSQL's reader parses the COPY stream as it arrives (dialect._CopyStream), never the whole text at once:
+    rows that straddle chunk boundaries, quoted newlines included, must come back whole."""
+    from sqlalchemy import text
+
+    from flexbill.db import dialect
+
+    n = 60_000  # ~3 MB of CSV: many COPY chunks and several of the reader's 1 MiB buffers
+    rows = ", ".join(f"({i}, :t{i % 3})" for i in range(n))
+    stmt = text(f"WITH v (k, t) AS (VALUES {rows}) SELECT k, t FROM v ORDER BY k")
+    values = {"t0": 'a,"b"\nc' * 3, "t1": "ünïcode " * 5, "t2": "x" * 40}
+    with engine.connect() as conn:
+        frame = dialect.read_frame(conn, stmt, values)
+    assert len(frame) == n
+    assert [int(k) for k in frame["k"]] == list(range(n))
+    assert frame["t"].tolist() == [values[f"t{i % 3}"] for i in range(n)]
+
+
+def test_the_copy_stream_hands_out_every_byte_across_chunk_boundaries():
+    import io
+
+    from flexbill.db.dialect import _CopyStream
+
+    chunks = [b"k,t\n1,", memoryview(b'"a\nb"\n2,'), b"", bytearray(b"c\n"), b"3,d\n"]
+    reader = io.BufferedReader(_CopyStream(chunks), buffer_size=4)
+    assert reader.read() == b"".join(bytes(c) for c in chunks)
+    assert _CopyStream([]).read() == b""

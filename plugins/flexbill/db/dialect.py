@@ -192,7 +192,7 @@ def _copy(conn: Connection, table_name: str, names: list[str], rows) -> None:
 
 class _CopyStream(io.RawIOBase):
     """The chunks of a COPY ... TO STDOUT as a file that pandas' C reader pulls from as it parses: the query's
-    whole CSV text is never held at once (at 10M contracts, the contracts' text alone was ~0.7 GiB)."""
+    whole CSV text (tens of bytes per row: hundreds of MB for a 10M-row table) is never held at once."""
 
     def __init__(self, copy) -> None:
         self._chunks = iter(copy)

@@ -30,3 +30,20 @@ def test_no_validated_frame_outlives_its_checks(tmp_path):
     manager = validation._Gx.get().source.get_execution_engine().batch_manager
     assert manager.batch_data_cache == {} and len(manager.batch_cache) == 0
     engine.dispose()
+
+
+def test_the_reports_own_validation_leaves_no_frame_behind(tmp_path):
+    """The report's fallback (a date published without kept checks) runs both suites through GX checkpoints in a
+    file-based context: the stacked snapshot it validated must not stay alive through the report's exports."""
+    from flexbill import quality
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gx.sqlite'}")
+    init_db(engine)
+    Operator(engine).one_contract(D, contract_id=7)
+    run_billing_date(engine, D)
+    earlier = _alive_batches()
+    with engine.connect() as conn:
+        dq = quality.validate_date(conn, D, tmp_path / "gx")
+    assert dq.evaluated_rows["flexbill_inputs"] > 0 and dq.evaluated_rows["flexbill_outputs"] > 0
+    assert [b for b in _alive_batches() if not any(b is e for e in earlier)] == []
+    engine.dispose()

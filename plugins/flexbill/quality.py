@@ -113,13 +113,6 @@ def published_frames(conn: Connection, d: date) -> dict:
 class _Context:
     """The file-based GX context: suites, validation definitions and checkpoints, created idempotently."""
 
-    def release_batches(self) -> None:
-        """Let go of the frames the checkpoints validated (see validation._Gx.release_batches): GX keeps the last
-        context alive, and its execution engine every batch it loaded, the stacked snapshot included."""
-        manager = self.context.data_sources.get("flexbill").get_execution_engine().batch_manager
-        manager.batch_data_cache.clear()
-        manager.reset_batch_cache()
-
     def __init__(self, root: Path) -> None:
         gx = validation._Gx.get().gx  # analytics and progress bars are configured there
         from great_expectations.checkpoint import UpdateDataDocsAction
@@ -328,5 +321,5 @@ def validate_date(
                 unexpected = int((res.result or {}).get("unexpected_count") or 0)
                 out.checks.append(_check(name, res.expectation_config, bool(res.success), unexpected))
     out.docs_index = ctx.docs_index()
-    ctx.release_batches()
+    validation.release_batches(ctx.context.data_sources.get("flexbill"))  # the stacked snapshot among them
     return out

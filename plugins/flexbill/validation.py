@@ -364,16 +364,18 @@ class _Gx:
                 },
             )
         finally:
-            self.release_batches()
+            release_batches(self.source)
 
-    def release_batches(self) -> None:
-        """Let go of the frames GX validated. Its execution engine keeps every batch it loaded, and each batch's
-        whole frame, for the life of the process: after a run's input checks, the checked frames of every source
-        table (at 1M the contracts' alone are ~85 MiB of columns, plus their values) stayed alive through the
-        whole run. A result never refers to its batch's frame (only row positions)."""
-        manager = self.source.get_execution_engine().batch_manager
-        manager.batch_data_cache.clear()
-        manager.reset_batch_cache()
+
+def release_batches(datasource) -> None:
+    """Let go of the frames GX validated through `datasource`. Its execution engine keeps every batch it loaded, and
+    each batch's whole frame, for the life of the process (GX also keeps the last context alive): after a run's
+    input checks, the checked frames of every source table (at 1M the contracts' alone are ~85 MiB of columns, plus
+    their values) stayed alive through the whole run. A result never refers to its batch's frame (only row
+    positions)."""
+    manager = datasource.get_execution_engine().batch_manager
+    manager.batch_data_cache.clear()
+    manager.reset_batch_cache()
 
 
 @dataclass

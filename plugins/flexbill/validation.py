@@ -352,7 +352,7 @@ class _Gx:
         if name not in self.batches:
             asset = self.source.add_dataframe_asset(name)
             self.batches[name] = asset.add_batch_definition_whole_dataframe(name)
-        batch = self.batches[name].get_batch(batch_parameters={"dataframe": frame})
+        batch = self.batches[name].get_batch(batch_parameters={"dataframe": _between_as_floats(frame, rules)})
         try:
             return batch.validate(
                 self.suite(f"flexbill.{name}.v{SUITE_VERSION}", rules),
@@ -365,6 +365,36 @@ class _Gx:
             )
         finally:
             release_batches(self.source)
+
+
+def _between_as_floats(frame, rules):
+    """`frame` with the integer columns of its range rules as float64, so that GX compares them in one vector.
+
+    GX's pandas ExpectColumnValuesToBeBetween calls a Python function per value unless the column's dtype is numpy
+    int or float; flexbill's integer columns are nullable (Int64) or hold Python ints (object: a period amount can
+    exceed int64).  The verdict is the same for every integer value: every bound is an integer that float64 holds
+    exactly, and rounding an int to float64 keeps order (v >= b gives float(v) >= b; v < b gives v <= b - 1, so
+    float(v) <= b - 1).  A column that is not all integers (or one beyond float64's range) stays as it is."""
+    import pandas as pd
+
+    converted = {}
+    for kind, kwargs, _, _ in rules:
+        column = kwargs.get("column")
+        if kind != "ExpectColumnValuesToBeBetween" or column not in frame.columns or column in converted:
+            continue
+        bounds = [kwargs.get("min_value"), kwargs.get("max_value")]
+        values = frame[column]
+        if not all(b is None or (type(b) is int and abs(b) < 2**53) for b in bounds):
+            continue
+        if values.dtype.kind in "iuf" and not isinstance(values.dtype, pd.api.extensions.ExtensionDtype):
+            continue  # numpy already: GX's vector path
+        if pd.api.types.infer_dtype(values, skipna=True) not in ("integer", "empty"):
+            continue
+        try:
+            converted[column] = values.astype("float64")
+        except (OverflowError, TypeError, ValueError):
+            continue
+    return frame.assign(**converted) if converted else frame
 
 
 def release_batches(datasource) -> None:

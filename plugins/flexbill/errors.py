@@ -19,3 +19,8 @@ class EventRefused(FlexbillError):
 
 class OutputRejected(FlexbillError):
     """The output failed validation; nothing was published."""
+
+
+class LifecycleViolation(FlexbillError):
+    """A write would break the invoice lifecycle (what the database's lifecycle triggers refuse); the run's
+    transaction is rolled back, nothing is published."""

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from . import lifecycle
 from .db import dialect, extract
 from .db import schema as s
-from .errors import InputError
+from .errors import InputError, LifecycleViolation
 from .money import from_cents
 from .pause import pause
 
@@ -265,17 +265,38 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
 
 
 def _insert_lines(conn: Connection, d: date, lines: pd.DataFrame) -> None:
-    """The lines of D's new drafts. Each line's billed period is added by the lines' insert trigger; SQLite fires it
-    once per line (5 of the 7.6 s of a 1M run's 235k lines), so there the run sets that trigger aside inside its
-    own transaction and adds the same rows in one statement. The guard that refuses lines on an invoice that is not
-    a draft stays in place."""
+    """The lines of D's new drafts. On PostgreSQL the lines' statement triggers check and add them. SQLite fires its
+    triggers once per line: the billed-period trigger (5 of the 7.6 s of a 1M run's 235k lines) and the guard that
+    refuses a line on an invoice that is not a draft (~1 s). There the run sets both aside inside its own
+    transaction and does their work in one statement: it adds the billed period of every line of D's drafts, and
+    that must be every line just inserted (D's earlier drafts are deleted by now), else a line went to an invoice
+    that is not one of D's drafts and the run fails with the guard's message."""
     if conn.dialect.name != "sqlite":
         dialect.insert_frame(conn, s.invoice_lines, lines)
         return
-    with dialect.sqlite_trigger_set_aside(conn, "flexbill_lines_inserted") as present:
+    with (
+        dialect.sqlite_trigger_set_aside(conn, "flexbill_lines_inserted") as adds,
+        dialect.sqlite_trigger_set_aside(conn, "flexbill_lines_insert") as guards,
+    ):
         dialect.insert_frame(conn, s.invoice_lines, lines)
-        if present and len(lines):
-            conn.execute(dialect.sql("billed_periods_of_drafts", billing_date=Date()), {"billing_date": d})
+        if not len(lines) or not (adds or guards):
+            return
+        if adds:  # the rows the trigger would add; their count is the guard's check
+            on_drafts = conn.execute(
+                dialect.sql("billed_periods_of_drafts", billing_date=Date()), {"billing_date": d}
+            ).rowcount
+        else:
+            li, i = s.invoice_lines, s.invoices
+            on_drafts = conn.execute(
+                select(func.count())
+                .select_from(li.join(i, i.c.invoice_id == li.c.invoice_id))
+                .where(i.c.billing_date == d, i.c.status == lifecycle.DRAFT)
+            ).scalar_one()
+        if on_drafts != len(lines):
+            raise LifecycleViolation(
+                f"a line can only be added to a draft invoice: {len(lines) - on_drafts} of the {len(lines)} new lines "
+                f"of {d} are not on one of its drafts; nothing was published (a flexbill bug: report it with this run)"
+            )
 
 
 def delete_drafts(conn: Connection, d: date) -> None:

@@ -290,3 +290,38 @@ def test_a_failure_while_a_sqlite_trigger_is_set_aside_leaves_it_in_place(sqlite
             assert not present
     assert _triggers(engine) == before
     engine.dispose()
+
+
+def test_a_publish_that_puts_a_line_on_a_finalized_invoice_fails_with_the_guard_set_aside_or_not(documents):
+    """SQLite's publish sets the guard trigger flexbill_lines_insert aside too and checks every new line at once
+    (flexbill.invoicing._insert_lines); PostgreSQL keeps its statement trigger. Either way a line on an invoice that
+    is not a draft fails the run, nothing is written, and every trigger is back."""
+    from flexbill import invoicing
+    from flexbill.errors import LifecycleViolation
+
+    engine = documents
+    before, state = _triggers(engine), finalized_state(engine)
+    with engine.connect() as conn:
+        finalized = conn.execute(
+            text("select invoice_id from invoices where billing_date = :d and status = 'finalized'"), {"d": D2}
+        ).scalar()
+    line = {
+        "invoice_id": finalized,
+        "contract_id": 2,
+        "period_start": date(2024, 4, 2),
+        "period_end": date(2024, 5, 1),
+        "quantity": 1,
+        "unit_price": Decimal("100.00"),
+        "amount": Decimal("100.00"),
+        "prorated": False,
+    }
+    import pandas as pd
+    import psycopg
+
+    refused = r"a line can only be added to a draft invoice|a line cannot be added to a finalized or credited invoice"
+    sqlite = engine.dialect.name == "sqlite"  # there the run's own check refuses, with the trigger set aside
+    with pytest.raises(LifecycleViolation if sqlite else (DBAPIError, psycopg.Error), match=refused):
+        with engine.begin() as conn:
+            invoicing._insert_lines(conn, D2, pd.DataFrame([line]))
+    assert _triggers(engine) == before
+    assert finalized_state(engine) == state

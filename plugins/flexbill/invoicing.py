@@ -236,18 +236,11 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
     ids = dict(zip(write["customer_id"].astype("int64"), write["invoice_id"]))
     replaced = dict(zip(credited["customer_id"].astype("int64"), credited["invoice_id"])) if len(credited) else {}
     write["corrects"] = write["customer_id"].astype("int64").map(replaced)
-    write = write.assign(
-        billing_date=d,
-        subtotal=write["subtotal_cents"].map(from_cents),
-        tax=write["tax_cents"].map(from_cents),
-        total=write["total_cents"].map(from_cents),
-        status=lifecycle.DRAFT,
-    )
-    dialect.insert_frame(conn, s.invoices, write)
+    write = write.assign(billing_date=d, status=lifecycle.DRAFT)
+    dialect.insert_frame(conn, s.invoices, write)  # subtotal, tax and total from their cents
     mine = lines[lines["customer_id"].isin(ids.keys())].copy()
     mine["invoice_id"] = mine["customer_id"].astype("int64").map(ids)
-    mine = mine.assign(unit_price=mine["unit_cents"].map(from_cents), amount=mine["amount_cents"].map(from_cents))
-    _insert_lines(conn, d, mine)
+    _insert_lines(conn, d, mine.rename(columns={"unit_cents": "unit_price_cents"}))  # amounts from their cents
     corrective = write[write["corrects"].notna()].sort_values("customer_id", kind="stable").reset_index(drop=True)
     out.drafts = len(write) - len(corrective)
     if not corrective.empty:
@@ -260,7 +253,13 @@ def write_date(conn: Connection, d: date, invoices: pd.DataFrame, lines: pd.Data
             {"status": lifecycle.FINALIZED, "finalized_at": now, "finalized_by": lifecycle.CORRECTION},
         )
         old_numbers = dict(zip(credited["invoice_id"], credited["number"]))
-        out.corrective = list(zip(corrective["number"], corrective["corrects"].map(old_numbers), corrective["total"]))
+        out.corrective = list(
+            zip(
+                corrective["number"],
+                corrective["corrects"].map(old_numbers),
+                corrective["total_cents"].map(from_cents),
+            )
+        )
     return out
 
 

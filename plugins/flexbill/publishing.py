@@ -51,18 +51,15 @@ def clear_date(conn: Connection, d: date) -> None:
     conn.execute(delete(schema.active_user_report).where(schema.active_user_report.c.report_date == d))
 
 
-def _money(frame: pd.DataFrame, **columns: str) -> pd.DataFrame:
-    """The frame with money columns (Decimal) made from its integer-cents columns: target=source."""
-    return frame.assign(**{target: [from_cents(int(v)) for v in frame[source]] for target, source in columns.items()})
-
-
 def _write(
     conn: Connection, d: date, result: billing.DateResult, quarantine: pd.DataFrame, report_frame: pd.DataFrame
 ) -> invoicing.Corrections:
     """D's outputs, from the validated staging (amounts in cents), into the output tables."""
     corrections = invoicing.write_date(conn, d, result.invoices, result.lines, utcnow())
     pause("mid_write")
-    dialect.insert_frame(conn, schema.skipped_contracts, _money(result.skipped, owed_amount="owed_cents"))
+    dialect.insert_frame(
+        conn, schema.skipped_contracts, result.skipped.rename(columns={"owed_cents": "owed_amount_cents"})
+    )
     dialect.insert_frame(conn, schema.quarantine, quarantine, {"billing_date": d})
     dialect.insert_frame(conn, schema.active_user_report, report_frame)
     dialect.upsert_frame(conn, schema.contract_ledger, result.ledger, ["contract_id"])

@@ -55,3 +55,43 @@ def test_sqlite_refuses_text_in_a_date_column_as_sqlalchemy_does(tmp_path):
             dialect.insert_frame(conn, ours, pd.DataFrame({"k": [1], "d": pd.Series(["2026-11-01"], dtype=object)}))
         with pytest.raises(Exception, match="SQLite Date type only accepts Python date objects"):
             conn.execute(theirs.insert(), [{"k": 1, "d": "2026-11-01"}])
+
+
+CENTS = [0, 1, 5, 10, 99, 100, 101, 1234, -1, -5, -1234, 999_999_999_999, -(10**15) + 1, 10**16 - 1, 2**53 + 1, None]
+
+
+def test_money_given_as_cents_is_stored_as_sqlalchemy_stores_its_decimal(db_url):
+    """insert_frame takes a money column as integer cents (`<name>_cents`): without a Decimal per value, it must
+    store exactly what SQLAlchemy's own insert of `money.from_cents(c)` stores (SQLite: a REAL; PostgreSQL: the
+    NUMERIC)."""
+    from decimal import Decimal
+
+    from sqlalchemy import Numeric
+
+    from flexbill.money import from_cents
+
+    engine = make_engine(db_url)
+    db = engine.dialect.name
+    md = MetaData()
+    columns = lambda: [Column("k", Integer, primary_key=True), Column("amount", Numeric(20, 2))]  # noqa: E731
+    ours, theirs = Table("ours", md, *columns()), Table("sqlalchemys", md, *columns())
+    md.create_all(engine)
+    as_ints = pd.DataFrame({"k": range(len(CENTS)), "amount_cents": pd.Series(CENTS, dtype=object)})
+    as_int64 = pd.DataFrame({"k": range(100, 103), "amount_cents": pd.Series([7, -700, 0], dtype="int64")})
+    with engine.begin() as conn:
+        dialect.insert_frame(conn, ours, as_ints)
+        dialect.insert_frame(conn, ours, as_int64)
+        conn.execute(
+            theirs.insert(),
+            [{"k": k, "amount": None if c is None else from_cents(c)} for k, c in enumerate(CENTS)]
+            + [{"k": 100 + i, "amount": from_cents(c)} for i, c in enumerate([7, -700, 0])],
+        )
+        cast = "quote(amount)" if db == "sqlite" else "amount::text"
+        stored = conn.exec_driver_sql(f"SELECT k, {cast} FROM ours ORDER BY k").all()
+        expected = conn.exec_driver_sql(f"SELECT k, {cast} FROM sqlalchemys ORDER BY k").all()
+    engine.dispose()
+    assert stored == expected and len(stored) == len(CENTS) + 3
+    if db == "postgresql":  # exact to the cent
+        assert [Decimal(v) if v is not None else None for _, v in stored[: len(CENTS)]] == [
+            None if c is None else from_cents(c) for c in CENTS
+        ]

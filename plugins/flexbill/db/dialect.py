@@ -119,21 +119,64 @@ def column_values(series, kind) -> list:
     return [None if m else convert(v) for v, m in zip(series.tolist() if series.dtype.kind != "M" else series, missing)]
 
 
+def money_values(cents, dialect_name: str) -> list:
+    """Integer cents (a frame column) as what a NUMERIC(.., 2) column is written with, None where missing.
+
+    PostgreSQL (COPY's CSV): the exact decimal text, as str(Decimal) of `money.from_cents` gives it ('-0.05').
+    SQLite: the float SQLAlchemy's Numeric binds there (SQLite has no decimal type), float(from_cents(c)). That is
+    c / 100: both are the double nearest to the exact quotient (Python's int division and float(Decimal) are both
+    correctly rounded), without a Decimal per value (1M money values on the 1st of a 1M operator)."""
+    import pandas as pd
+
+    values = cents.tolist()
+    missing = pd.isna(cents).to_numpy()
+    if dialect_name == "postgresql":
+
+        def convert(c: int) -> str:
+            whole, part = divmod(abs(c), 100)
+            return f"{'-' if c < 0 else ''}{whole}.{part:02d}"
+    else:
+
+        def convert(c: int) -> float:
+            return c / 100
+
+    return [None if m else convert(int(v)) for v, m in zip(values, missing)]
+
+
+def _cents_columns(table: Table, frame) -> dict[str, str]:
+    """Money columns (NUMERIC(.., 2)) the frame gives as integer cents, `<name>_cents`, as extract reads them."""
+    return {
+        c.name: f"{c.name}_cents"
+        for c in table.columns
+        if isinstance(c.type, Numeric)
+        and c.type.scale == 2
+        and c.name not in frame.columns
+        and f"{c.name}_cents" in frame.columns
+    }
+
+
 def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = None) -> int:
     """Insert a frame's rows into `table` (its columns named as the table's; `fixed` gives the same value to
-    every row). PostgreSQL: one COPY; SQLite: executemany batches. Returns the row count."""
+    every row; a money column may come as integer cents, `<name>_cents`, see `money_values`). PostgreSQL: one
+    COPY; SQLite: executemany batches. Returns the row count."""
     fixed = fixed or {}
     n = len(frame)
     if n == 0:
         return 0
-    names = [c.name for c in table.columns if c.name in frame.columns or c.name in fixed]
+    cents = _cents_columns(table, frame)
+    names = [c.name for c in table.columns if c.name in frame.columns or c.name in fixed or c.name in cents]
     values = [
-        column_values(frame[name], table.c[name].type) if name in frame.columns else [fixed[name]] * n for name in names
+        money_values(frame[cents[name]], conn.dialect.name)
+        if name in cents
+        else column_values(frame[name], table.c[name].type)
+        if name in frame.columns
+        else [fixed[name]] * n
+        for name in names
     ]
     if conn.dialect.name == "postgresql":  # every PostgreSQL write goes through COPY (one path, every test)
         _copy(conn, table.name, names, zip(*values))
     else:
-        _executemany(conn, table, names, values)
+        _executemany(conn, table, names, values, bound=set(cents))
     return n
 
 
@@ -144,17 +187,19 @@ def _executemany(
     values: list[list],
     key: list[str] | None = None,
     into: str | None = None,
+    bound: set[str] = frozenset(),
 ) -> None:
     """SQLite: one INSERT (... ON CONFLICT (key) DO UPDATE) executemany of plain tuples on the DB-API cursor, each
     column's own bind processor applied once per column (SQLAlchemy's executemany builds parameters row by row:
-    5x slower on 200k rows). `into`: a table with `table`'s columns to insert into instead (a temporary copy)."""
+    5x slower on 200k rows). `into`: a table with `table`'s columns to insert into instead (a temporary copy);
+    `bound`: columns whose values are already what SQLite stores (money from cents)."""
     quote = conn.dialect.identifier_preparer.quote
     columns = ", ".join(quote(n) for n in names)
     sql = f"INSERT INTO {quote(into or table.name)} ({columns}) VALUES ({', '.join('?' for _ in names)})"
     if key:
         updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key)
         sql += f" ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET {updates}"
-    processors = [_sqlite_bind_processor(table.c[n].type, conn.dialect) for n in names]
+    processors = [None if n in bound else _sqlite_bind_processor(table.c[n].type, conn.dialect) for n in names]
     bound = [
         column if proc is None else [None if v is None else proc(v) for v in column]
         for proc, column in zip(processors, values)

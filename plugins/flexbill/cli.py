@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+from contextlib import suppress
 from datetime import date
 
 import typer
@@ -84,10 +86,15 @@ def root(
     pass
 
 
+_ENGINES: list = []  # every engine a command made: closed before the process exits (see `console`)
+
+
 def _engine(db: str | None):
     from .db.connect import make_engine
 
-    return make_engine(db)
+    engine = make_engine(db)
+    _ENGINES.append(engine)
+    return engine
 
 
 def _fail(message: str) -> None:
@@ -636,6 +643,7 @@ def demo(
     from .demo import run_demo
 
     engine, last = run_demo(db, days=days, customers=customers, seed=seed, console=out, progress_console=err)
+    _ENGINES.append(engine)
     if report:
         _write_report(engine, last, out_dir, gx_dir, after="was published")
 
@@ -672,5 +680,21 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
+def console() -> None:
+    """The `flexbill` command (the console script): `main`, then a quick exit. The commands' database connections
+    are closed (SQLite folds its write-ahead log into the database file), then every object left is frozen
+    (gc.freeze), so the interpreter's shutdown does not run the cyclic garbage collector over everything Great
+    Expectations imported: ~0.55 s of every command that validated. Output is flushed and atexit handlers run as
+    usual. Tests call `main` in their own process, which this would freeze: they don't come through here."""
+    try:
+        main()
+    finally:
+        for engine in _ENGINES:
+            with suppress(Exception):
+                engine.dispose()
+        _ENGINES.clear()
+        gc.freeze()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    console()

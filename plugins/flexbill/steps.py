@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Column, Date, Integer, MetaData, Table, func, select, update
 from sqlalchemy.engine import Connection
@@ -52,10 +53,20 @@ def _frame(conn: Connection, stmt, params: dict, columns: list[str]) -> pd.DataF
     df.columns = columns
     for c in columns:
         if c in ("period_start", "billing_date"):
-            df[c] = pd.to_datetime(df[c].astype(str) if len(df) else df[c], format="ISO8601").astype("datetime64[s]")
+            df[c] = _dates(df[c])
         else:
             df[c] = df[c].astype("int64")
     return df
+
+
+def _dates(text: pd.Series) -> pd.Series:
+    """flexbill's own dates ('YYYY-MM-DD' text from either database) as datetime64[s]: numpy parses that form in
+    C (0.05 s for the 943k ledger cursors of a 1M operator, against 0.28 s through pandas' ISO parser); any other
+    form goes to pandas."""
+    try:
+        return pd.Series(np.array(text.to_numpy(), dtype="datetime64[D]").astype("datetime64[s]"), index=text.index)
+    except (TypeError, ValueError):
+        return pd.to_datetime(text.astype(str) if len(text) else text, format="ISO8601").astype("datetime64[s]")
 
 
 def _lines_reader(conn: Connection) -> Callable[[pd.DataFrame], pd.DataFrame]:

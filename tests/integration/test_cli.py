@@ -158,6 +158,17 @@ def test_without_db_the_embedded_sqlite_file_is_used(tmp_path):
     assert set(CONTRACT_COLUMNS) <= set(inspect_tables(f"sqlite:///{path}"))
 
 
+def test_a_command_exits_with_the_sqlite_database_closed_and_its_output_flushed(tmp_path):
+    """`flexbill` (cli.console) closes its connections and then skips the shutdown's garbage collection
+    (gc.freeze): SQLite must still fold its write-ahead log into the database file, and the output must be whole."""
+    url = f"sqlite:///{tmp_path}/closed.sqlite"
+    assert flexbill("init-db", db=url).returncode == 0
+    res = flexbill("run", "--date", "2024-03-01", db=url)
+    assert res.returncode == 0, res.stderr
+    assert "2024-03-01: published 0 invoices" in res.stdout and res.stdout.endswith("\n")
+    assert not (tmp_path / "closed.sqlite-wal").exists(), "the write-ahead log was left: a connection stayed open"
+
+
 # ---------------------------------------------------------------- bad input and refused events
 
 # kind -> (args; the database: "seed" = a copy of the seed, "empty-sqlite", "empty-pg" or a URL; stderr fragments)

@@ -122,25 +122,17 @@ def column_values(series, kind) -> list:
 def money_values(cents, dialect_name: str) -> list:
     """Integer cents (a frame column) as what a NUMERIC(.., 2) column is written with, None where missing.
 
-    PostgreSQL (COPY's CSV): the exact decimal text, as str(Decimal) of `money.from_cents` gives it ('-0.05').
-    SQLite: the float SQLAlchemy's Numeric binds there (SQLite has no decimal type), float(from_cents(c)). That is
-    c / 100: both are the double nearest to the exact quotient (Python's int division and float(Decimal) are both
-    correctly rounded), without a Decimal per value (1M money values on the 1st of a 1M operator)."""
+    PostgreSQL: `money.from_cents(c)`, whose exact text COPY's CSV carries. SQLite: the float SQLAlchemy's Numeric
+    binds there (SQLite has no decimal type), float(from_cents(c)). That is c / 100: both are the double nearest
+    to the exact quotient (Python's int division and float(Decimal) are both correctly rounded), without a Decimal
+    per value (1M money values on the 1st of a 1M operator)."""
     import pandas as pd
 
-    values = cents.tolist()
+    from ..money import from_cents
+
+    convert = from_cents if dialect_name == "postgresql" else (lambda c: c / 100)
     missing = pd.isna(cents).to_numpy()
-    if dialect_name == "postgresql":
-
-        def convert(c: int) -> str:
-            whole, part = divmod(abs(c), 100)
-            return f"{'-' if c < 0 else ''}{whole}.{part:02d}"
-    else:
-
-        def convert(c: int) -> float:
-            return c / 100
-
-    return [None if m else convert(int(v)) for v, m in zip(values, missing)]
+    return [None if m else convert(int(v)) for v, m in zip(cents.tolist(), missing)]
 
 
 def _cents_columns(table: Table, frame) -> dict[str, str]:

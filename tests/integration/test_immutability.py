@@ -15,13 +15,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import pandas as pd
+import psycopg
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError
 
-from flexbill import airflow_steps
+from flexbill import airflow_steps, invoicing
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
+from flexbill.errors import LifecycleViolation
 from flexbill.runner import backfill, run_billing_date
 from tests.builders import Operator
 from tests.documents import assert_documents_consistent, exact_rows
@@ -292,15 +295,7 @@ def test_a_failure_while_a_sqlite_trigger_is_set_aside_leaves_it_in_place(sqlite
     engine.dispose()
 
 
-def test_a_publish_that_puts_a_line_on_a_finalized_invoice_fails_with_the_guard_set_aside_or_not(documents):
-    """SQLite's publish sets the guard trigger flexbill_lines_insert aside too and checks every new line at once
-    (flexbill.invoicing._insert_lines); PostgreSQL keeps its statement trigger. Either way a line on an invoice that
-    is not a draft fails the run, nothing is written, and every trigger is back."""
-    from flexbill import invoicing
-    from flexbill.errors import LifecycleViolation
-
-    engine = documents
-    before, state = _triggers(engine), finalized_state(engine)
+def _line_on_a_finalized_invoice(engine) -> pd.DataFrame:
     with engine.connect() as conn:
         finalized = conn.execute(
             text("select invoice_id from invoices where billing_date = :d and status = 'finalized'"), {"d": D2}
@@ -315,13 +310,38 @@ def test_a_publish_that_puts_a_line_on_a_finalized_invoice_fails_with_the_guard_
         "amount": Decimal("100.00"),
         "prorated": False,
     }
-    import pandas as pd
-    import psycopg
+    return pd.DataFrame([line])
 
-    refused = r"a line can only be added to a draft invoice|a line cannot be added to a finalized or credited invoice"
+
+REFUSED = r"a line can only be added to a draft invoice|a line cannot be added to a finalized or credited invoice"
+
+
+def test_a_publish_that_puts_a_line_on_a_finalized_invoice_fails_with_the_guard_set_aside_or_not(documents):
+    """SQLite's publish sets the guard trigger flexbill_lines_insert aside too and checks every new line at once
+    (flexbill.invoicing._insert_lines); PostgreSQL keeps its statement trigger. Either way a line on an invoice that
+    is not a draft fails the run, nothing is written, and every trigger is back."""
+    engine = documents
+    before, state = _triggers(engine), finalized_state(engine)
+    line = _line_on_a_finalized_invoice(engine)
     sqlite = engine.dialect.name == "sqlite"  # there the run's own check refuses, with the trigger set aside
-    with pytest.raises(LifecycleViolation if sqlite else (DBAPIError, psycopg.Error), match=refused):
+    with pytest.raises(LifecycleViolation if sqlite else (DBAPIError, psycopg.Error), match=REFUSED):
         with engine.begin() as conn:
-            invoicing._insert_lines(conn, D2, pd.DataFrame([line]))
+            invoicing._insert_lines(conn, D2, line)
     assert _triggers(engine) == before
     assert finalized_state(engine) == state
+
+
+def test_without_the_billed_period_trigger_sqlite_still_checks_every_new_line(sqlite_database):
+    """A SQLite database whose flexbill_lines_inserted is missing (nothing to set aside for billed_periods): the
+    guard's set-based check counts the new lines on D's drafts instead, and refuses as before."""
+    engine = build(sqlite_database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("drop trigger flexbill_lines_inserted")
+    before, state = _triggers(engine), finalized_state(engine)
+    line = _line_on_a_finalized_invoice(engine)
+    with pytest.raises(LifecycleViolation, match=REFUSED):
+        with engine.begin() as conn:
+            invoicing._insert_lines(conn, D2, line)
+    assert _triggers(engine) == before and "flexbill_lines_insert" in before
+    assert finalized_state(engine) == state
+    engine.dispose()

@@ -62,3 +62,64 @@ def test_the_copy_stream_hands_out_every_byte_across_chunk_boundaries():
     reader = io.BufferedReader(_CopyStream(chunks), buffer_size=4)
     assert reader.read() == b"".join(bytes(c) for c in chunks)
     assert _CopyStream([]).read() == b""
+
+
+def test_postgresql_integer_encoding_reads_what_the_text_read_gives(pg_database, monkeypatch):
+    """PostgreSQL reads money, dates and booleans as integers (extract._encoded), a value outside the encoded range
+    as text. Every kind of value, edge and odd ones included, must come back exactly as the text read types it:
+    the same frame, dtypes and Python types, and the same malformed marks."""
+    from datetime import date
+
+    import pandas as pd
+    from sqlalchemy import text
+
+    from flexbill.db.connect import make_engine
+
+    engine = make_engine(pg_database)
+    init_db(engine)
+    op = Operator(engine)
+    op.location(1)
+    op.location(2, tax_rate="1.0000")
+    op.plan(1, price="0.01")
+    op.plan(2, price="99999999.99", location_id=2)
+    for i in range(1, 4):
+        op.customer(i, portal_access=i != 2, archived_at=datetime(2200, 12, 31, 23, 59, 59, 999999) if i == 3 else None)
+    starts = [
+        date(1970, 1, 1),
+        date(1969, 12, 31),
+        date(1700, 1, 1),
+        date(2200, 12, 31),
+        date(2201, 1, 1),
+        date(1699, 12, 31),
+        date(2026, 2, 28),
+    ]
+    prices = [None, "0.00", "-0.01", "12345.67", "9999999999.99", "-9999999999.99", "1.50"]
+    for i, (start, price) in enumerate(zip(starts, prices), start=1):
+        op.contract(i, customer_id=1 + i % 3, plan_id=1 + i % 2, start_date=start, price=price)
+    with engine.begin() as conn:  # what only PostgreSQL holds: infinite dates, a NaN amount
+        conn.execute(
+            text("update contracts set cancellation_date = 'infinity', next_invoice_date = '-infinity' where id = 2")
+        )
+        conn.execute(text("update contracts set price = 'NaN' where id = 3"))
+    reads = {}
+    with engine.connect() as conn:
+        for how in ("integers", "text"):
+            if how == "text":
+                monkeypatch.setattr(extract, "_encodable", lambda kind: False)
+            reads[how] = {t.name: extract.read_table(conn, t) for t in (s.locations, s.plans, s.customers, s.contracts)}
+    engine.dispose()
+    for name, frame in reads["integers"].items():
+        other = reads["text"][name]
+        pd.testing.assert_frame_equal(frame, other, check_exact=True)
+        for column in frame.columns:
+            if frame[column].dtype == object:
+                assert frame[column].map(type).tolist() == other[column].map(type).tolist(), (name, column)
+    contracts = reads["integers"]["contracts"].set_index("id")
+    assert contracts.at[5, "price_cents"] == 999999999999 and contracts.at[3, "price_cents"] is None
+    assert "price__raw" in contracts.columns and contracts.at[3, "price__raw"] == "NaN"  # quarantined, not billed
+    assert contracts.at[5, "start_date"] == pd.Timestamp(2201, 1, 1) and contracts.at[2, "start_date"] == pd.Timestamp(
+        1969, 12, 31
+    )
+    assert contracts.at[2, "cancellation_date__raw"] == "infinity"
+    assert reads["integers"]["locations"].set_index("id").at[2, "tax_rate_e4"] == 10000
+    assert reads["integers"]["customers"]["portal_access"].tolist() == [True, False, True]

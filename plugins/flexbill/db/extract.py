@@ -10,12 +10,28 @@ validation can quarantine the row with a reason instead of crashing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, Text, case, cast, literal, null, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Integer,
+    Numeric,
+    Table,
+    Text,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+)
 from sqlalchemy.engine import Connection
 
 from . import dialect, schema
@@ -57,35 +73,97 @@ def _scaled(raw: pd.Series, scale: int) -> tuple[pd.Series, pd.Series]:
     return pd.Series(values, index=raw.index, dtype=object), pd.Series(bad, index=raw.index)
 
 
+def _parse_text(raw: pd.Series, kind) -> tuple[pd.Series, pd.Series]:
+    """A column read as text -> its typed values and a 'malformed' mask."""
+    if isinstance(kind, Numeric):
+        return _scaled(raw, kind.scale or 0)
+    if isinstance(kind, DateTime):
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
+        return parsed, raw.notna() & parsed.isna()
+    if isinstance(kind, Date):
+        parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601").astype("datetime64[s]")
+        # a date column holding a time of day is malformed for billing
+        bad = raw.notna() & (parsed.isna() | (parsed != parsed.dt.normalize()))
+        return parsed.where(~bad), bad
+    if isinstance(kind, Boolean):
+        lowered = raw.map(lambda v: None if v is None else str(v).strip().lower())
+        parsed = lowered.map(lambda v: True if v in TRUE_TEXT else (False if v in FALSE_TEXT else None))
+        return parsed, raw.notna() & parsed.isna()
+    if isinstance(kind, Integer):
+        parsed = pd.to_numeric(raw, errors="coerce")
+        whole = parsed.isna() | (parsed == np.floor(parsed.fillna(0)))
+        bad = (raw.notna() & parsed.isna()) | ~whole
+        return parsed.where(~bad).astype("Int64"), bad
+    return raw.astype(object).where(raw.notna(), None), pd.Series(False, index=raw.index)
+
+
+# PostgreSQL reads money, dates, timestamps and booleans as integers (see _encoded): no text per value. Dates and
+# timestamps are encoded within these years only, where pandas' text parser gives every value (outside them, and
+# for infinity or a NaN amount, the value comes as text too and goes through _parse_text as on SQLite).
+ENCODED_YEARS = (1700, 2200)
+AS_TEXT = "__text"  # the column beside an encoded one: the value's text where it is not encoded, else null
+
+
+def _encodable(kind) -> bool:
+    return isinstance(kind, (Numeric, Date, Boolean)) and not isinstance(kind, DateTime)
+
+
+def _encoded(column) -> tuple:
+    """PostgreSQL: (the column as an integer, its text where it is not encoded). Money and other NUMERIC(p, s):
+    exact units of 10^-s (cents), while whole and within int64; dates: days since 1970-01-01; timestamps (UTC,
+    naive): microseconds since then; booleans: 0 or 1."""
+    if isinstance(column.type, Boolean):
+        return cast(column, Integer), null()
+    if isinstance(column.type, Numeric):
+        scaled = column * literal_column(str(10 ** (column.type.scale or 0)))
+        ok = (scaled == func.trunc(scaled)) & (func.abs(scaled) < literal_column(str(10**18)))
+        number = cast(scaled, BigInteger)
+    else:
+        first, last = ENCODED_YEARS
+        if isinstance(column.type, DateTime):
+            lo, hi = datetime(first, 1, 1), datetime(last + 1, 1, 1)
+            number = cast(func.extract("epoch", column) * literal_column("1000000"), BigInteger)
+        else:
+            lo, hi = date(first, 1, 1), date(last + 1, 1, 1)
+            number = column - literal(date(1970, 1, 1), Date)
+        ok = (column >= literal(lo, column.type)) & (column < literal(hi, column.type))
+    return case((ok, number), else_=null()), case((column.is_not(None) & ~ok, cast(column, Text)), else_=null())
+
+
+def _decoded(number: pd.Series, kind) -> pd.Series:
+    """The values of an encoded column (Int64; missing where null or not encoded), as _parse_text types them."""
+    missing = number.isna().to_numpy()
+    if isinstance(kind, Numeric):
+        return pd.Series(number.to_numpy(dtype=object, na_value=None), index=number.index, dtype=object)
+    if isinstance(kind, Boolean):
+        values = number.to_numpy(dtype="int64", na_value=0) != 0
+        if not missing.any():  # bool, as mapping the text gives it when nothing is missing
+            return pd.Series(values, index=number.index)
+        values = np.array(values.tolist(), dtype=object)  # Python bools and None
+        values[missing] = None
+        return pd.Series(values, index=number.index, dtype=object)
+    unit = "datetime64[us]" if isinstance(kind, DateTime) else "datetime64[D]"
+    values = number.to_numpy(dtype="int64", na_value=0).astype(unit)
+    values[missing] = np.datetime64("NaT")
+    return pd.Series(
+        values.astype("datetime64[us]" if isinstance(kind, DateTime) else "datetime64[s]"), index=number.index
+    )
+
+
 def _parse(df: pd.DataFrame, columns: list) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     for column in columns:
-        raw = df[column.name]
         kind = column.type
-        if isinstance(kind, Numeric):
-            scale = kind.scale or 0
-            parsed, bad = _scaled(raw, scale)
-        elif isinstance(kind, DateTime):
-            parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[us]")
-            bad = raw.notna() & parsed.isna()
-        elif isinstance(kind, Date):
-            parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601").astype("datetime64[s]")
-            # a date column holding a time of day is malformed for billing
-            bad = raw.notna() & (parsed.isna() | (parsed != parsed.dt.normalize()))
-            parsed = parsed.where(~bad)
-        elif isinstance(kind, Boolean):
-            lowered = raw.map(lambda v: None if v is None else str(v).strip().lower())
-            parsed = lowered.map(lambda v: True if v in TRUE_TEXT else (False if v in FALSE_TEXT else None))
-            bad = raw.notna() & parsed.isna()
-        elif isinstance(kind, Integer):
-            parsed = pd.to_numeric(raw, errors="coerce")
-            whole = parsed.isna() | (parsed == np.floor(parsed.fillna(0)))
-            bad = (raw.notna() & parsed.isna()) | ~whole
-            parsed = parsed.where(~bad).astype("Int64")
+        if f"{column.name}{AS_TEXT}" in df.columns:  # encoded (PostgreSQL)
+            raw = df[f"{column.name}{AS_TEXT}"]
+            parsed, bad = _decoded(df[column.name], kind), pd.Series(False, index=df.index)
+            odd = raw.notna()
+            if odd.any():  # values outside the encoded range: parsed from their text, as everywhere else
+                parsed[odd], bad[odd] = _parse_text(raw[odd], kind)
         else:
-            parsed = raw.astype(object).where(raw.notna(), None)
-            bad = pd.Series(False, index=df.index)
+            raw = df[column.name]
+            parsed, bad = _parse_text(raw, kind)
         name = column.name
         if isinstance(kind, Numeric):  # exact integers: price_cents, tax_rate_e4
             name = f"{name}_cents" if (kind.scale or 0) == 2 else f"{name}_e{kind.scale or 0}"
@@ -109,22 +187,25 @@ def read_table(
     wanted = [c for c in table.columns if c.name not in skip or not c.nullable]
     if only is not None:  # the instant the cutoff compares stays read
         wanted = [c for c in wanted if c.name in only or c.name == AS_OF.get(table.name)]
-    columns = [
-        case((c.is_(None), null()), else_=literal("")).label(c.name)
-        if c.name in skip
-        else cast(c, Text).label(c.name)
-        if isinstance(c.type, (Numeric, Date, DateTime, Boolean))
-        else c
-        for c in wanted
-    ]
+    encode = conn.dialect.name == "postgresql"
+    columns, dtypes = [], {}
+    for c in wanted:
+        dtypes[c.name] = "Int64" if isinstance(c.type, Integer) else object
+        if c.name in skip:
+            columns.append(case((c.is_(None), null()), else_=literal("")).label(c.name))
+        elif encode and _encodable(c.type):
+            number, as_text = _encoded(c)
+            columns += [number.label(c.name), as_text.label(f"{c.name}{AS_TEXT}")]
+            dtypes[c.name], dtypes[f"{c.name}{AS_TEXT}"] = "Int64", object
+        elif isinstance(c.type, (Numeric, Date, DateTime, Boolean)):
+            columns.append(cast(c, Text).label(c.name))
+        else:
+            columns.append(c)
     stmt = select(*columns)
     if where is not None:
         stmt = stmt.where(where)
     # PostgreSQL: COPY and pandas' C reader (integers typed there); SQLite: fetched rows
-    raw = dialect.read_frame(
-        conn, stmt, dtypes={c.name: ("Int64" if isinstance(c.type, Integer) else object) for c in wanted}
-    )
-    df = _parse(raw, wanted)
+    df = _parse(dialect.read_frame(conn, stmt, dtypes=dtypes), wanted)
     when = AS_OF.get(table.name)
     if cutoff is not None and when is not None:
         # a row whose instant is unreadable stays visible: validation quarantines it

@@ -18,6 +18,7 @@ from .clock import cutoff_of
 from .frames import lookup
 
 COUNTS = ["members", "active_users", "suspended_members", "suspended_with_portal_access", "contacts"]
+CONTRACT_COLUMNS = ["customer_id", "cancellation_date"]  # what the report reads of every visible contract
 
 
 def _flags(customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Series, report_date: date) -> pd.DataFrame:

@@ -257,8 +257,9 @@ def extract_snapshot(conn: Connection, run: Run, ctx: RunContext | None = None) 
         },
     )
     ctx.valid = verdict.valid
-    if ctx.in_process:  # later steps read only these raw tables (the report counts every visible contract)
-        ctx.src = {name: src[name] for name in ("locations", "contracts")}
+    if ctx.in_process:  # later steps read only these raw columns (the report counts every visible contract)
+        # without the contracts' other columns: once some are quarantined, the valid ones are a second frame
+        ctx.src = {"locations": src["locations"], "contracts": src["contracts"][report.CONTRACT_COLUMNS]}
     return {"quarantined_rows": len(verdict.quarantine), "locations": due_locations(conn, run, ctx)}
 
 

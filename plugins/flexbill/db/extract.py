@@ -5,7 +5,10 @@ both databases: money becomes exact integer cents in `<col>_cents` (never float;
 becomes `tax_rate_e4`, ten-thousandths), timestamps
 become naive UTC (an offset, where SQLite holds one, is converted), and a value
 that does not parse becomes missing with its raw text kept in `<col>__raw`, so
-validation can quarantine the row with a reason instead of crashing.
+validation can quarantine the row with a reason instead of crashing.  PostgreSQL,
+whose columns are typed, sends money, dates and booleans as exact integers instead
+(`_encoded`: no text per value); whatever falls outside that encoding still comes
+as text and is parsed as above, so both paths give the same frame.
 """
 
 from __future__ import annotations

@@ -101,36 +101,31 @@ def _parse_text(raw: pd.Series, kind) -> tuple[pd.Series, pd.Series]:
     return raw.astype(object).where(raw.notna(), None), pd.Series(False, index=raw.index)
 
 
-# PostgreSQL reads money, dates, timestamps and booleans as integers (see _encoded): no text per value. Dates and
-# timestamps are encoded within these years only, where pandas' text parser gives every value (outside them, and
-# for infinity or a NaN amount, the value comes as text too and goes through _parse_text as on SQLite).
+# PostgreSQL reads money, dates and booleans as integers (see _encoded): no text per value. Dates are encoded
+# within these years only, where pandas' text parser gives every value (outside them, and for infinity or a NaN
+# amount, the value comes as text and goes through _parse_text, as on SQLite). Timestamps stay text: pandas
+# parses them in C, and extract(epoch ...) costs the server more than that saves.
 ENCODED_YEARS = (1700, 2200)
 AS_TEXT = "__text"  # the column beside an encoded one: the value's text where it is not encoded, else null
 
 
 def _encodable(kind) -> bool:
-    return isinstance(kind, (Numeric, Date, Boolean)) and not isinstance(kind, DateTime)
+    return isinstance(kind, (Numeric, Date, Boolean))  # a DateTime is not a Date in SQLAlchemy
 
 
 def _encoded(column) -> tuple:
     """PostgreSQL: (the column as an integer, its text where it is not encoded). Money and other NUMERIC(p, s):
-    exact units of 10^-s (cents), while whole and within int64; dates: days since 1970-01-01; timestamps (UTC,
-    naive): microseconds since then; booleans: 0 or 1."""
+    exact units of 10^-s (cents), while whole and within int64; dates: days since 1970-01-01; booleans: 0 or 1."""
     if isinstance(column.type, Boolean):
         return cast(column, Integer), null()
     if isinstance(column.type, Numeric):
         scaled = column * literal_column(str(10 ** (column.type.scale or 0)))
         ok = (scaled == func.trunc(scaled)) & (func.abs(scaled) < literal_column(str(10**18)))
         number = cast(scaled, BigInteger)
-    else:
+    else:  # a date
         first, last = ENCODED_YEARS
-        if isinstance(column.type, DateTime):
-            lo, hi = datetime(first, 1, 1), datetime(last + 1, 1, 1)
-            number = cast(func.extract("epoch", column) * literal_column("1000000"), BigInteger)
-        else:
-            lo, hi = date(first, 1, 1), date(last + 1, 1, 1)
-            number = column - literal(date(1970, 1, 1), Date)
-        ok = (column >= literal(lo, column.type)) & (column < literal(hi, column.type))
+        number = column - literal(date(1970, 1, 1), Date)
+        ok = (column >= literal(date(first, 1, 1), Date)) & (column < literal(date(last + 1, 1, 1), Date))
     return case((ok, number), else_=null()), case((column.is_not(None) & ~ok, cast(column, Text)), else_=null())
 
 
@@ -146,12 +141,9 @@ def _decoded(number: pd.Series, kind) -> pd.Series:
         values = np.array(values.tolist(), dtype=object)  # Python bools and None
         values[missing] = None
         return pd.Series(values, index=number.index, dtype=object)
-    unit = "datetime64[us]" if isinstance(kind, DateTime) else "datetime64[D]"
-    values = number.to_numpy(dtype="int64", na_value=0).astype(unit)
+    values = number.to_numpy(dtype="int64", na_value=0).astype("datetime64[D]")  # a date
     values[missing] = np.datetime64("NaT")
-    return pd.Series(
-        values.astype("datetime64[us]" if isinstance(kind, DateTime) else "datetime64[s]"), index=number.index
-    )
+    return pd.Series(values.astype("datetime64[s]"), index=number.index)
 
 
 def _parse(df: pd.DataFrame, columns: list) -> pd.DataFrame:

@@ -123,3 +123,16 @@ def test_postgresql_integer_encoding_reads_what_the_text_read_gives(pg_database,
     assert contracts.at[2, "cancellation_date__raw"] == "infinity"
     assert reads["integers"]["locations"].set_index("id").at[2, "tax_rate_e4"] == 10000
     assert reads["integers"]["customers"]["portal_access"].tolist() == [True, False, True]
+
+
+def test_one_readinto_fills_the_buffer_from_many_row_chunks_and_holds_no_view():
+    """psycopg yields a chunk per row: a read fills the reader's whole buffer (not one row per call), and what is
+    left over is bytes, never a view that would keep libpq's buffer alive."""
+    from flexbill.db.dialect import _CopyStream
+
+    rows = [memoryview(f"{i},x\n".encode()) for i in range(100)]
+    stream = _CopyStream(rows)
+    buffer = bytearray(50)
+    assert stream.readinto(buffer) == 50
+    assert bytes(buffer) == b"".join(bytes(r) for r in rows)[:50]
+    assert type(stream._pending) is bytes

@@ -450,71 +450,101 @@ def _money_text(cents) -> object:
     return from_cents(int(cents))
 
 
+CHECKED_TABLES = (
+    "locations",
+    "plans",
+    "customers",
+    "contracts",
+    "suspension_events",
+    "crm_boards",
+    "crm_stages",
+    "crm_stage_entries",
+)
+
+
 def _check_frames(src: dict) -> dict:
     """Per table, the frame its expectations read: the row plus what it is checked against."""
-    import pandas as pd
+    return {name: _check_frame(src, name) for name in CHECKED_TABLES}
 
-    def ids(name):
-        return set(src[name]["id"].dropna().tolist())
+
+def _check_frame(src: dict, name: str):
+    """The frame table `name`'s expectations read: its rows plus what each is checked against (built one table at
+    a time: at 10M the contracts' alone hold ~1 GB while GX reads them)."""
+    import pandas as pd
 
     from .frames import lookup
 
-    frames = {
-        "locations": src["locations"].assign(
+    def ids(table):  # the ids a reference may name: an array, not a set of Python ints (5M customers at 10M)
+        return src[table]["id"].dropna().to_numpy("int64")
+
+    if name == "locations":
+        frame = src["locations"].assign(
             tax_rate=src["locations"]["tax_rate_e4"].map(lambda v: None if v is None or v != v else int(v) / 10000)
         )
-    }
+    elif name == "plans":
+        plans = src["plans"]
+        steps = (plans["invoice_every_months"].fillna(-1) > 0).astype(int) + (
+            plans["invoice_every_weeks"].fillna(-1) > 0
+        ).astype(int)
+        negative = (plans["invoice_every_months"].fillna(0) < 0) | (plans["invoice_every_weeks"].fillna(0) < 0)
+        frame = plans.assign(
+            location_found=plans["location_id"].isin(ids("locations")),
+            location_currency=lookup(plans["location_id"], src["locations"], "currency"),
+            positive_steps=steps.where(~negative, -1),
+        )
+    elif name == "customers":
+        customers = src["customers"]
+        frame = customers.assign(location_found=customers["location_id"].isin(ids("locations")))
+    elif name == "contracts":
+        contracts, plans, customers = src["contracts"], src["plans"], src["customers"]
+        weekly = lookup(contracts["plan_id"], plans, "invoice_every_weeks").fillna(0) > 0
+        customer_location = lookup(contracts["customer_id"], customers, "location_id")
+        unit = contracts["price_cents"].where(
+            contracts["price_cents"].notna(), lookup(contracts["plan_id"], plans, "price_cents")
+        )
+        frame = contracts.assign(
+            period_cents=_period_cents(unit, contracts["quantity"]),
+            unit_cents=unit,
+            customer_found=contracts["customer_id"].isin(ids("customers")),
+            plan_found=contracts["plan_id"].isin(ids("plans")),
+            plan_currency=lookup(contracts["plan_id"], plans, "currency"),
+            customer_currency=lookup(customer_location, src["locations"], "currency"),
+            weekly_billing_day=contracts["billing_day"].where(weekly),
+        )
+    elif name == "suspension_events":
+        events = src["suspension_events"]
+        frame = events.assign(
+            customer_found=events["customer_id"].isin(ids("customers")),
+            lift_source=events["source"].where(events["action"] == "lift"),
+        )
+    elif name == "crm_boards":
+        frame = src["crm_boards"].assign(location_found=src["crm_boards"]["location_id"].isin(ids("locations")))
+    elif name == "crm_stages":
+        frame = src["crm_stages"].assign(board_found=src["crm_stages"]["board_id"].isin(ids("crm_boards")))
+    else:
+        entries = src["crm_stage_entries"]
+        frame = entries.assign(
+            customer_found=entries["customer_id"].isin(ids("customers")),
+            stage_found=entries["stage_id"].isin(ids("crm_stages")),
+        )
+    return pd.DataFrame(frame).reset_index(drop=True)  # GX wants plain object columns for mixed values
 
-    plans = src["plans"]
-    steps = (plans["invoice_every_months"].fillna(-1) > 0).astype(int) + (
-        plans["invoice_every_weeks"].fillna(-1) > 0
-    ).astype(int)
-    negative = (plans["invoice_every_months"].fillna(0) < 0) | (plans["invoice_every_weeks"].fillna(0) < 0)
-    frames["plans"] = plans.assign(
-        location_found=plans["location_id"].isin(ids("locations")),
-        location_currency=lookup(plans["location_id"], src["locations"], "currency"),
-        positive_steps=steps.where(~negative, -1),
-    )
-    customers = src["customers"]
-    frames["customers"] = customers.assign(location_found=customers["location_id"].isin(ids("locations")))
 
-    contracts = src["contracts"]
-    weekly = lookup(contracts["plan_id"], plans, "invoice_every_weeks").fillna(0) > 0
-    customer_location = lookup(contracts["customer_id"], customers, "location_id")
-    unit = contracts["price_cents"].where(
-        contracts["price_cents"].notna(), lookup(contracts["plan_id"], plans, "price_cents")
-    )
-    missing = (unit.isna() | contracts["quantity"].isna()).to_numpy()  # one vectorised test, not pd.isna per value
-    period = [
-        None if m else int(u) * int(q)  # Python ints: no overflow
-        for u, q, m in zip(unit.tolist(), contracts["quantity"].tolist(), missing)
-    ]
-    frames["contracts"] = contracts.assign(
-        period_cents=pd.Series(period, index=contracts.index, dtype=object),
-        unit_cents=unit,
-        customer_found=contracts["customer_id"].isin(ids("customers")),
-        plan_found=contracts["plan_id"].isin(ids("plans")),
-        plan_currency=lookup(contracts["plan_id"], plans, "currency"),
-        customer_currency=lookup(customer_location, src["locations"], "currency"),
-        weekly_billing_day=contracts["billing_day"].where(weekly),
-    )
-    events = src["suspension_events"]
-    frames["suspension_events"] = events.assign(
-        customer_found=events["customer_id"].isin(ids("customers")),
-        lift_source=events["source"].where(events["action"] == "lift"),
-    )
-    frames["crm_boards"] = src["crm_boards"].assign(
-        location_found=src["crm_boards"]["location_id"].isin(ids("locations"))
-    )
-    frames["crm_stages"] = src["crm_stages"].assign(board_found=src["crm_stages"]["board_id"].isin(ids("crm_boards")))
-    entries = src["crm_stage_entries"]
-    frames["crm_stage_entries"] = entries.assign(
-        customer_found=entries["customer_id"].isin(ids("customers")),
-        stage_found=entries["stage_id"].isin(ids("crm_stages")),
-    )
-    for name, frame in frames.items():  # GX wants plain object columns for mixed values
-        frames[name] = pd.DataFrame(frame).reset_index(drop=True)
-    return frames
+def _period_cents(unit, quantity):
+    """A full period's amount per contract (unit x quantity; missing where either is): Int64 where every product
+    fits in int64 (no Python int per contract: 10M of them at 10M), else exact Python ints."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        u, q = unit.astype("Int64"), quantity.astype("Int64")
+        if not len(u) or int(np.abs(u).max(skipna=True) or 0) * int(np.abs(q).max(skipna=True) or 0) < 2**63:
+            return u * q
+    except (OverflowError, TypeError, ValueError):  # an amount beyond int64
+        pass
+    missing = (unit.isna() | quantity.isna()).to_numpy()  # one vectorised test, not pd.isna per value
+    period = [None if m else int(a) * int(b) for a, b, m in zip(unit.tolist(), quantity.tolist(), missing)]
+    return pd.Series(period, index=unit.index, dtype=object)
 
 
 REQUIRED_RULE = (
@@ -635,9 +665,11 @@ def check_inputs(src: dict) -> InputVerdict:
                 f"{int(no_id.sum())} row(s) of {name} have no id: give every row an id (listed here as row {NO_ID})"
             )
             src[name] = frame[~no_id].reset_index(drop=True)
-    frames = _check_frames(src)
     failing: dict[tuple[str, int], int] = defaultdict(int)  # (table, rule) -> failing rows; rule as in _gx_failures
-    for name, frame in frames.items():
+    checked = 0
+    for name in CHECKED_TABLES:  # one table's check frame at a time
+        frame = _check_frame(src, name)
+        checked += len(frame)
         found = _failures(name, frame)
         unique = len(INPUT_RULES[name]) + 1  # the id rule's key: after the table's rules and REQUIRED_RULE
         if not frame.empty and frame["id"].duplicated().any():  # whole-table check, never cached
@@ -654,6 +686,7 @@ def check_inputs(src: dict) -> InputVerdict:
             for _, note in notes:
                 if note not in reasons[(name, int(row_id))]:  # a repeated id fails once per copy
                     reasons[(name, int(row_id))].append(note)
+        del frame, found  # before the next table's frame is built
     for table, column, parent in DEPENDENCIES:  # in dependency order: parents first
         bad_parents = {rid: "; ".join(n) for (t, rid), n in reasons.items() if t == parent}
         if not bad_parents:
@@ -671,7 +704,6 @@ def check_inputs(src: dict) -> InputVerdict:
     for name, frame in src.items():
         bad = {rid for (t, rid) in reasons if t == name}
         valid[name] = frame[~frame["id"].isin(list(bad))].reset_index(drop=True) if bad else frame
-    checked = sum(len(frame) for frame in frames.values())
     return InputVerdict(valid=valid, quarantine=quarantine, checks=input_checks(failing, checked))
 
 

@@ -136,3 +136,45 @@ def test_one_readinto_fills_the_buffer_from_many_row_chunks_and_holds_no_view():
     assert stream.readinto(buffer) == 50
     assert bytes(buffer) == b"".join(bytes(r) for r in rows)[:50]
     assert type(stream._pending) is bytes
+
+
+def test_a_table_read_in_parts_is_the_table_read_at_once(engine, monkeypatch):
+    """read_table types and cuts each part of a table (extract.READ_ROWS rows) before it reads the next: bounded
+    memory at 10M. The parts must join into exactly the frame one read gives: the same rows past the cutoff, dtypes,
+    Python types and column order, with a malformed value's `__raw` column where only a later part has one."""
+    from datetime import date
+
+    import pandas as pd
+    from sqlalchemy import text
+
+    init_db(engine)
+    op = Operator(engine)
+    op.location(1)
+    op.plan(1, price="10.00")
+    for i in range(1, 8):
+        op.customer(i, portal_access=i % 3 != 0, archived_at=datetime(2024, 5, i) if i % 2 else None)
+    for i in range(1, 12):
+        born = datetime(2026, 1, 1) if i in (4, 9) else datetime(2024, 1, 1)  # after the cutoff: not read
+        op.contract(i, 1 + i % 7, 1, start_date=date(2024, 1, i), price=None if i % 3 else "1.25", created_at=born)
+    odd = ("'infinity'", "'NaN'") if engine.dialect.name == "postgresql" else ("'soon'", "'1.2.3'")
+    with engine.begin() as conn:  # malformed values only in a middle part and in the last one
+        conn.execute(text(f"update contracts set cancellation_date = {odd[0]} where id = 11"))
+        conn.execute(text(f"update contracts set price = {odd[1]} where id = 6"))
+    cutoff = datetime(2025, 1, 1)
+    reads = {}
+    with engine.connect() as conn:
+        for rows in (0, 1, 2, 3):
+            monkeypatch.setattr(extract, "READ_ROWS", rows)
+            reads[rows] = {t.name: extract.read_table(conn, t, cutoff) for t in (s.customers, s.contracts)}
+    whole = reads[0]
+    assert sorted(whole["contracts"]["id"]) == [i for i in range(1, 12) if i not in (4, 9)]
+    assert whole["contracts"].columns.tolist().index("cancellation_date__raw") == (
+        whole["contracts"].columns.tolist().index("cancellation_date") + 1
+    )
+    assert whole["contracts"]["price__raw"].notna().sum() == 1
+    for rows in (1, 2, 3):
+        for name, frame in reads[rows].items():
+            pd.testing.assert_frame_equal(frame, whole[name], check_exact=True)
+            for column in frame.columns:
+                if frame[column].dtype == object:
+                    assert frame[column].map(type).tolist() == whole[name][column].map(type).tolist(), (rows, column)

@@ -77,3 +77,24 @@ def test_columns_that_are_not_all_integers_are_left_to_gx_as_they_are():
 def test_any_integers_fail_exactly_where_the_rule_says(values):
     frame = _frame(values)
     assert _failing(RULES, frame) == _expected(RULES, frame)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(EDGES[1:]), st.integers(-(2**40), 2**40)),
+            st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+        ),
+        max_size=8,
+    )
+)
+def test_a_period_amount_is_unit_times_quantity_exactly_whatever_its_size(pairs):
+    """`_period_cents` multiplies in Int64 when every product fits, in Python ints otherwise: the same exact amounts
+    (missing where a factor is), never a wrapped-around int64."""
+    unit = pd.Series([u for u, _ in pairs], dtype=object)
+    quantity = pd.Series([q for _, q in pairs], dtype="Int64")
+    got = validation._period_cents(unit, quantity)
+    assert [None if pd.isna(v) else int(v) for v in got] == [
+        None if u is None or q is None else u * q for u, q in pairs
+    ]

@@ -259,9 +259,12 @@ class _CopyStream(io.RawIOBase):
         return n
 
 
-def read_frame(conn: Connection, stmt, params: dict | None = None, dtypes: dict | None = None):
-    """A query's rows as a DataFrame: through COPY ... TO STDOUT (CSV) and pandas' C reader on PostgreSQL
-    (columns typed by `dtypes`, else text; missing text is None), fetched rows (Python values) on SQLite."""
+def read_frames(conn: Connection, stmt, params: dict | None = None, dtypes: dict | None = None, rows: int = 0):
+    """A query's rows as DataFrames of at most `rows` rows each (0: one frame), at least one (empty if no row):
+    through COPY ... TO STDOUT (CSV) and pandas' C reader on PostgreSQL (columns typed by `dtypes`, else text;
+    missing text is None), fetched rows (Python values) on SQLite.  A caller that types and filters each part
+    before the next is read holds one part's raw values at a time, not the whole table's (extract.read_table:
+    the 10M contracts' raw columns were the largest transient of a run, bench/README.md)."""
     import pandas as pd
 
     if conn.dialect.name != "postgresql":
@@ -269,18 +272,42 @@ def read_frame(conn: Connection, stmt, params: dict | None = None, dtypes: dict 
         # processors would turn dates into date objects where PostgreSQL's COPY gives text (callers parse text)
         result = conn.execute(stmt, params or {})
         columns = list(result.keys())
-        rows = result.cursor.fetchall() if result.cursor is not None else []
-        result.close()
-        return pd.DataFrame(rows, columns=columns, dtype=object)
+        try:
+            cursor, first = result.cursor, True
+            while True:
+                part = (cursor.fetchmany(rows) if rows else cursor.fetchall()) if cursor is not None else []
+                if not part and not first:
+                    return
+                yield pd.DataFrame(part, columns=columns, dtype=object)
+                first = False
+                if not part or not rows:
+                    return
+        finally:
+            result.close()
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # IN lists expanded
     values = {**compiled.params, **(params or {})}
     cursor = conn.connection.dbapi_connection.cursor()
     with cursor.copy(f"COPY ({compiled}) TO STDOUT (FORMAT csv, HEADER, NULL '{NULL_MARK}')", values or None) as copy:
         stream = io.BufferedReader(_CopyStream(copy), buffer_size=1 << 20)
-        frame = pd.read_csv(stream, na_values=[NULL_MARK], keep_default_na=False, dtype=dtypes or object)
+        options = {"na_values": [NULL_MARK], "keep_default_na": False, "dtype": dtypes or object}
+        if not rows:
+            yield _none_for_missing(pd.read_csv(stream, **options))
+            return
+        with pd.read_csv(stream, chunksize=rows, **options) as reader:  # a header alone: one empty frame
+            for frame in reader:
+                yield _none_for_missing(frame)
+
+
+def _none_for_missing(frame):
     for name in frame.columns:  # missing text is None, as a row fetch gives it
         if frame[name].dtype == object:
             frame[name] = frame[name].where(frame[name].notna(), None)
+    return frame
+
+
+def read_frame(conn: Connection, stmt, params: dict | None = None, dtypes: dict | None = None):
+    """A query's rows as one DataFrame (read_frames in one part)."""
+    (frame,) = read_frames(conn, stmt, params, dtypes)
     return frame
 
 

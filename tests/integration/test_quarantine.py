@@ -21,7 +21,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import text
 
-from flexbill import quality
+from flexbill import quality, validation
+from flexbill.clock import cutoff_of
+from flexbill.db import extract
 from flexbill.db import schema as s
 from flexbill.db.connect import init_db, make_engine
 from flexbill.runner import run_billing_date
@@ -310,6 +312,7 @@ class World:
     runs: dict = field(default_factory=dict)  # date -> billing_runs row (checked against the outputs)
     reconciled: dict = field(default_factory=dict)  # date -> None, or the AssertionError text
     checks: tuple = ()  # (the checks D's run kept, the same checks from a second GX pass), after its first run
+    parted: tuple = ()  # D's input verdict read and checked at once, and in parts of a few rows
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -332,6 +335,7 @@ def world(request, tmp_path_factory):
             w.skipped = {r["contract_id"]: r["reason"] for r in op.rows(s.skipped_contracts, billing_date=D)}
             w.reconciled[D] = _reconciles(op, D)
             w.checks = kept_and_revalidated(engine, D, tmp_path_factory.mktemp("gx"))
+            w.parted = verdicts_at_once_and_in_parts(engine, D)
             run_billing_date(engine, D)
             w.rerun_quarantine[D] = quarantine_of(op, D)
             w.rerun_lines = op.lines()
@@ -356,6 +360,18 @@ def kept_and_revalidated(engine, d: date, gx_dir) -> tuple[list, list]:
         kept = quality.stored_checks(conn, d)
         assert kept is not None, "the run kept no checks"
         return shown(quality.kept_date(conn, d, kept, gx_dir)), shown(quality.validate_date(conn, d, gx_dir))
+
+
+def verdicts_at_once_and_in_parts(engine, d: date) -> tuple:
+    """D's input verdict with the defaults, and with the tables read (extract.READ_ROWS) and checked by GX
+    (validation.GX_ROWS) in parts of a few rows, as a 10M operator's are."""
+    verdicts = []
+    with engine.connect() as conn, pytest.MonkeyPatch.context() as patch:
+        for read_rows, gx_rows in ((extract.READ_ROWS, validation.GX_ROWS), (3, 4)):
+            patch.setattr(extract, "READ_ROWS", read_rows)
+            patch.setattr(validation, "GX_ROWS", gx_rows)
+            verdicts.append(validation.check_inputs(extract.snapshot(conn, cutoff_of(d))))
+    return tuple(verdicts)
 
 
 def _reconciles(op, d):
@@ -413,6 +429,21 @@ def test_the_checks_a_run_keeps_are_what_a_second_validation_finds(world):
     failing = {(suite, column) for suite, _, column, success, _, _ in kept if not success}
     assert len(failing) >= 15 and all(suite == "flexbill_inputs" for suite, _ in failing)  # the cases fail ...
     assert all(n > 0 for _, _, _, success, n, _ in kept if not success)  # ... with their rows counted
+
+
+def test_reading_and_checking_in_parts_finds_what_one_pass_finds(world):
+    """A large table is read and checked in parts (bounded memory at 10M); with every kind of bad row spread over
+    parts of a few rows, the quarantine, its reasons, the kept checks and the valid rows are those of one pass."""
+    import pandas as pd
+
+    assert world.error is None, f"the run crashed: {world.error}"
+    whole, parted = world.parted
+    assert len(whole.quarantine) >= 20
+    pd.testing.assert_frame_equal(parted.quarantine, whole.quarantine)
+    pd.testing.assert_frame_equal(parted.checks, whole.checks)
+    assert parted.valid.keys() == whole.valid.keys()
+    for name, frame in whole.valid.items():
+        pd.testing.assert_frame_equal(parted.valid[name], frame, check_exact=True)
 
 
 def test_each_date_lists_every_bad_row_visible_at_its_cutoff_and_a_rerun_replaces(engine):

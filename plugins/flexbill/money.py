@@ -50,8 +50,9 @@ def from_cents(cents: int) -> Decimal:
 
 
 def half_up_div(numerator, denominator):
-    """Half-up integer division for non-negative integers (scalars or numpy arrays)."""
-    return (2 * numerator + denominator) // (2 * denominator)
+    """Half-up integer division for non-negative integers (scalars or numpy arrays). The numerator is never doubled:
+    an int64 numerator above 2**62 (a large subtotal times its tax rate) would wrap around."""
+    return numerator // denominator + (2 * (numerator % denominator) >= denominator)
 
 
 @dataclass(frozen=True, slots=True)

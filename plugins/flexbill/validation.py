@@ -534,12 +534,15 @@ def _check_frame(src: dict, name: str):
 def _period_cents(unit, quantity):
     """A full period's amount per contract (unit x quantity; missing where either is): Int64 where every product
     fits in int64 (no Python int per contract: 10M of them at 10M), else exact Python ints."""
-    import numpy as np
     import pandas as pd
+
+    def reach(values) -> int:  # the largest magnitude, as a Python int (numpy's abs wraps at -2**63)
+        values = values.dropna()
+        return 0 if values.empty else max(abs(int(values.min())), abs(int(values.max())))
 
     try:
         u, q = unit.astype("Int64"), quantity.astype("Int64")
-        if not len(u) or int(np.abs(u).max(skipna=True) or 0) * int(np.abs(q).max(skipna=True) or 0) < 2**63:
+        if reach(u) * reach(q) < 2**63:
             return u * q
     except (OverflowError, TypeError, ValueError):  # an amount beyond int64
         pass

@@ -155,3 +155,12 @@ def test_money_is_immutable():
     m = Money(Decimal("1.00"), "EUR")
     with pytest.raises(AttributeError):
         m.amount = Decimal("2.00")  # type: ignore[misc]
+
+
+def test_half_up_div_does_not_wrap_an_int64_numerator_above_2_to_the_62():
+    """A subtotal times its tax rate can pass 2**62 and still fit int64 (a 5.4e14-cent subtotal at 8603e-4):
+    doubling it before dividing wrapped around to a negative tax (found by test_engine_properties)."""
+    nums = [536063457898728 * 8603, 2**63 - 1, 2**62 + 5_000, 2**62 + 4_999]
+    got = half_up_div(np.array(nums, dtype=np.int64), 10_000)
+    assert got.dtype == np.int64
+    assert got.tolist() == [(2 * n + 10_000) // 20_000 for n in nums]  # exact, in Python ints

@@ -28,6 +28,7 @@ LATER, NEW = "later", "new"
 
 
 INT64_MAX = 2**63 - 1
+INVOICE_TERMS = ["contract_id", "location_id", "currency", "tax_rate_e4"]  # what build_invoices reads of the terms
 
 
 def invoice_id(billing_date: date, customer_id) -> pd.Series | str:
@@ -111,10 +112,10 @@ def owed_periods(
      periods: one row per owed period, kind NEW (to invoice) or LATER (has a line on a later date)).
     """
     d64 = np.datetime64(billing_date, "D")
-    t = terms.merge(ledger, on="contract_id", how="left")
-    lo, due = _window(t["contract_id"], t, t["billed_before"], later_lines, d64)
-    cand = t[due].copy()
-    cand["lo"] = lo[due]
+    # the cursor looked up, not merged in: no copy of the terms' other columns (2.8M contracts at 10M on a 1st)
+    cursor = lookup(terms["contract_id"], ledger, "billed_before", key="contract_id")
+    lo, due = _window(terms["contract_id"], terms, cursor, later_lines, d64)
+    cand = (terms if due.all() else terms[due]).assign(lo=lo[due])  # terms hold the contracts that may owe
 
     grid = vector.Grid.build(
         _dates(cand["start_date"]),
@@ -123,7 +124,7 @@ def owed_periods(
         cand["billing_day"].fillna(0).to_numpy("int64"),
     )
     per = vector.enumerate_periods(grid, cand["lo"].to_numpy("datetime64[D]"), d64, _dates(cand["cancellation_date"]))
-    rows = cand.iloc[per.row]
+    rows = cand[["contract_id", "customer_id", "quantity", "unit_cents"]].iloc[per.row]  # what a period row reads
     periods = pd.DataFrame(
         {
             "contract_id": rows["contract_id"].to_numpy("int64"),
@@ -198,14 +199,12 @@ def build_invoices(
     lines = periods[(periods["kind"] == NEW) & periods["contract_id"].isin(billable)].copy()
     lines["invoice_id"] = invoice_id(billing_date, lines["customer_id"])
     lines["full_cents"] = lines["unit_cents"] * lines["quantity"]
-    inv_lines = lines.drop(columns=["location_id"], errors="ignore").merge(
-        terms[["contract_id", "location_id", "currency", "tax_rate_e4"]], on="contract_id"
-    )
+    inv_lines = lines.drop(columns=["location_id"], errors="ignore").merge(terms[INVOICE_TERMS], on="contract_id")
     invoices = inv_lines.groupby(
         ["invoice_id", "customer_id", "location_id", "currency", "tax_rate_e4"], as_index=False
     ).agg(subtotal_cents=("amount_cents", "sum"))
     rates = invoices["tax_rate_e4"].astype("int64")
-    if len(invoices) and int(invoices["subtotal_cents"].max()) > INT64_MAX // 10000:  # exact in Python integers
+    if len(invoices) and int(invoices["subtotal_cents"].max()) * int(rates.max()) > INT64_MAX:  # exact, Python ints
         invoices["tax_cents"] = pd.Series(
             [half_up_div(int(a) * int(r), 10000) for a, r in zip(invoices["subtotal_cents"], rates)],
             index=invoices.index,

@@ -19,16 +19,17 @@ from .frames import lookup
 
 COUNTS = ["members", "active_users", "suspended_members", "suspended_with_portal_access", "contacts"]
 CONTRACT_COLUMNS = ["customer_id", "cancellation_date"]  # what the report reads of every visible contract
+CUSTOMER_COLUMNS = ["id", "location_id", "archived_at", "portal_access"]  # and of every valid customer
 
 
 def _flags(customers: pd.DataFrame, contracts: pd.DataFrame, suspended: pd.Series, report_date: date) -> pd.DataFrame:
     """One row per countable customer with its member / suspended / portal flags."""
     cutoff = pd.Timestamp(cutoff_of(report_date))
+    customers = customers[CUSTOMER_COLUMNS]
     cust = customers[~(customers["archived_at"] < cutoff)]
-    live = contracts[
-        contracts["cancellation_date"].isna() | (contracts["cancellation_date"] > pd.Timestamp(report_date))
-    ]
-    member = cust["id"].isin(live["customer_id"])
+    cancelled = contracts["cancellation_date"]
+    live = contracts["customer_id"][cancelled.isna() | (cancelled > pd.Timestamp(report_date))]
+    member = cust["id"].isin(live.dropna().unique())  # the ids, not a copy of the live contracts
     susp = lookup(cust["id"], suspended).fillna(False).astype(bool)
     portal = cust["portal_access"].fillna(True).astype(bool)
     return pd.DataFrame(

@@ -95,3 +95,49 @@ def test_money_given_as_cents_is_stored_as_sqlalchemy_stores_its_decimal(db_url)
         assert [Decimal(v) if v is not None else None for _, v in stored[: len(CENTS)]] == [
             None if c is None else from_cents(c) for c in CENTS
         ]
+
+
+def test_writes_in_slices_store_every_row_once(db_url, monkeypatch):
+    """insert_frame, upsert_frame and update_frame turn a frame into Python values and CSV text one slice of
+    dialect.WRITE_ROWS rows at a time (bounded memory at 10M): with slices of 3 rows, every row is stored once,
+    exactly, fixed values and money given as cents included."""
+    from sqlalchemy import Numeric, Text, select
+
+    monkeypatch.setattr(dialect, "WRITE_ROWS", 3)
+    engine = make_engine(db_url)
+    md = MetaData()
+    table = Table(
+        "sliced",
+        md,
+        Column("k", Integer, primary_key=True),
+        Column("d", Date),
+        Column("amount", Numeric(20, 2)),
+        Column("tag", Text),
+    )
+    md.create_all(engine)
+    n = 10
+    frame = pd.DataFrame(
+        {
+            "k": range(n),
+            "d": pd.to_datetime([f"2026-11-{i + 1:02d}" for i in range(n)]),
+            "amount_cents": pd.Series([i * 101 - 5 for i in range(n)], dtype="int64"),
+        }
+    )
+    with engine.begin() as conn:
+        assert dialect.insert_frame(conn, table, frame, {"tag": "new"}) == n
+        dialect.upsert_frame(  # keys 7..13, in three slices: three of them exist
+            conn,
+            table,
+            pd.DataFrame({"k": [8, 10, 11, 9, 12, 13, 7], "tag": ["a", "c", "d", "e", "f", "g", "h"]}),
+            ["k"],
+        )
+        assert dialect.update_frame(conn, table, pd.DataFrame({"k": [0, 4, 7, 13]}), "k", {"tag": "upd"}) == 4
+        rows = conn.execute(select(table).order_by(table.c.k)).all()
+    engine.dispose()
+    from decimal import Decimal
+
+    want_tag = {0: "upd", 4: "upd", 7: "upd", 8: "a", 9: "e", 10: "c", 11: "d", 12: "f", 13: "upd"}  # 13 upserted
+    assert [r.k for r in rows] == list(range(14))
+    assert [r.tag for r in rows] == [want_tag.get(k, "new") for k in range(14)]
+    assert [r.d for r in rows[:n]] == [date(2026, 11, i + 1) for i in range(n)]
+    assert [Decimal(str(r.amount)) for r in rows[:n]] == [Decimal(i * 101 - 5) / 100 for i in range(n)]

@@ -371,6 +371,9 @@ def verdicts_at_once_and_in_parts(engine, d: date) -> tuple:
             patch.setattr(extract, "READ_ROWS", read_rows)
             patch.setattr(validation, "GX_ROWS", gx_rows)
             verdicts.append(validation.check_inputs(extract.snapshot(conn, cutoff_of(d))))
+        handed_over = extract.snapshot(conn, cutoff_of(d))  # `flexbill run`: the checks take the snapshot's tables
+        verdicts.append(validation.check_inputs(handed_over, owned=True))
+        assert handed_over == {}, "the checks left tables behind in the snapshot they were handed"
     return tuple(verdicts)
 
 
@@ -432,18 +435,23 @@ def test_the_checks_a_run_keeps_are_what_a_second_validation_finds(world):
 
 
 def test_reading_and_checking_in_parts_finds_what_one_pass_finds(world):
-    """A large table is read and checked in parts (bounded memory at 10M); with every kind of bad row spread over
-    parts of a few rows, the quarantine, its reasons, the kept checks and the valid rows are those of one pass."""
+    """A large table is read and checked in parts, and `flexbill run` hands its snapshot over to the checks (bounded
+    memory at 10M); with every kind of bad row spread over parts of a few rows, the quarantine, its reasons, the
+    kept checks and the valid rows are those of one pass over a snapshot the caller keeps."""
     import pandas as pd
 
     assert world.error is None, f"the run crashed: {world.error}"
-    whole, parted = world.parted
+    whole, *others = world.parted
     assert len(whole.quarantine) >= 20
-    pd.testing.assert_frame_equal(parted.quarantine, whole.quarantine)
-    pd.testing.assert_frame_equal(parted.checks, whole.checks)
-    assert parted.valid.keys() == whole.valid.keys()
-    for name, frame in whole.valid.items():
-        pd.testing.assert_frame_equal(parted.valid[name], frame, check_exact=True)
+    for other in others:  # in parts; and handed over (valid rows copied a column at a time)
+        pd.testing.assert_frame_equal(other.quarantine, whole.quarantine)
+        pd.testing.assert_frame_equal(other.checks, whole.checks)
+        assert other.valid.keys() == whole.valid.keys()
+        for name, frame in whole.valid.items():
+            pd.testing.assert_frame_equal(other.valid[name], frame, check_exact=True)
+            for column in frame.columns:
+                if frame[column].dtype == object:
+                    assert other.valid[name][column].map(type).tolist() == frame[column].map(type).tolist()
 
 
 def test_each_date_lists_every_bad_row_visible_at_its_cutoff_and_a_rerun_replaces(engine):

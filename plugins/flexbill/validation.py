@@ -565,15 +565,13 @@ def _missing_required(name: str, frame):
     import pandas as pd
 
     from .db import schema
+    from .db.extract import _parsed_name
 
     notes: list = [None] * len(frame)
     for column in schema.metadata.tables[name].columns:
         if column.primary_key:
             continue
-        parsed = column.name
-        if column.type.__class__.__name__ == "Numeric":
-            scale = column.type.scale or 0
-            parsed = f"{parsed}_cents" if scale == 2 else f"{parsed}_e{scale}"
+        parsed = _parsed_name(column)
         raw = frame.get(f"{column.name}__raw")
         malformed = raw.notna().to_numpy() if raw is not None else None
         missing = frame[parsed].isna().to_numpy() if not column.nullable else None

@@ -6,6 +6,7 @@ import io
 from contextlib import contextmanager, suppress
 from datetime import date as date_type
 from datetime import datetime as datetime_type
+from functools import partial
 from importlib.resources import files
 
 from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, Table, bindparam, text
@@ -158,18 +159,9 @@ def insert_frame(conn: Connection, table: Table, frame, fixed: dict | None = Non
     cents = _cents_columns(table, frame)
     names = [c.name for c in table.columns if c.name in frame.columns or c.name in fixed or c.name in cents]
 
-    def values_of(part) -> list[list]:
-        return [
-            money_values(part[cents[name]], conn.dialect.name)
-            if name in cents
-            else column_values(part[name], table.c[name].type)
-            if name in part.columns
-            else [fixed[name]] * len(part)
-            for name in names
-        ]
-
+    values_of = partial(_values, conn, table, names, cents=cents, fixed=fixed)
     if conn.dialect.name == "postgresql":  # every PostgreSQL write goes through COPY (one path, every test)
-        _copy(conn, table.name, names, (zip(*values_of(part)) for part in _slices(frame)))
+        _copy(conn, table.name, names, _rows(values_of, frame))
     else:
         for part in _slices(frame):
             _executemany(conn, table, names, values_of(part), bound=set(cents))
@@ -184,6 +176,25 @@ WRITE_ROWS = 200_000
 def _slices(frame):
     for first in range(0, len(frame), WRITE_ROWS):
         yield frame.iloc[first : first + WRITE_ROWS]
+
+
+def _values(conn: Connection, table: Table, names: list[str], part, cents=None, fixed=None) -> list[list]:
+    """A slice's columns `names` as the Python values the table's columns take: a money column from its integer
+    cents (`cents`: name -> cents column, see money_values), a column the frame lacks from `fixed`."""
+    cents, fixed = cents or {}, fixed or {}
+    return [
+        money_values(part[cents[name]], conn.dialect.name)
+        if name in cents
+        else column_values(part[name], table.c[name].type)
+        if name in part.columns
+        else [fixed[name]] * len(part)
+        for name in names
+    ]
+
+
+def _rows(values_of, frame):
+    """The frame's rows, slice by slice, as the tuples _copy writes (`values_of`: a slice -> its column values)."""
+    return (zip(*values_of(part)) for part in _slices(frame))
 
 
 def _executemany(
@@ -291,17 +302,16 @@ def read_frames(conn: Connection, stmt, params: dict | None = None, dtypes: dict
         result = conn.execute(stmt, params or {})
         columns = list(result.keys())
         try:
-            cursor, first = result.cursor, True
-            while True:
-                part = (cursor.fetchmany(rows) if rows else cursor.fetchall()) if cursor is not None else []
-                if not part and not first:
-                    return
-                yield pd.DataFrame(part, columns=columns, dtype=object)
-                first = False
-                if not part or not rows:
-                    return
+            cursor = result.cursor
+            part = (cursor.fetchmany(rows) if rows else cursor.fetchall()) if cursor is not None else []
+            yield pd.DataFrame(part, columns=columns, dtype=object)  # the first part, empty if there is no row
+            while rows and len(part) == rows:
+                part = cursor.fetchmany(rows)
+                if part:
+                    yield pd.DataFrame(part, columns=columns, dtype=object)
         finally:
             result.close()
+        return
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})  # IN lists expanded
     values = {**compiled.params, **(params or {})}
     cursor = conn.connection.dbapi_connection.cursor()
@@ -335,9 +345,7 @@ def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
         return
     names = [c.name for c in table.columns if c.name in frame.columns]
 
-    def values_of(part) -> list[list]:
-        return [column_values(part[n], table.c[n].type) for n in names]
-
+    values_of = partial(_values, conn, table, names)
     if conn.dialect.name != "postgresql":
         for part in _slices(frame):
             _executemany(conn, table, names, values_of(part), key)
@@ -345,7 +353,7 @@ def upsert_frame(conn: Connection, table: Table, frame, key: list[str]) -> None:
     temp = f"tmp_{table.name}"
     conn.execute(text(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{temp}" (LIKE "{table.name}") ON COMMIT DROP'))
     conn.execute(text(f'TRUNCATE "{temp}"'))
-    _copy(conn, temp, names, (zip(*values_of(part)) for part in _slices(frame)))
+    _copy(conn, temp, names, _rows(values_of, frame))
     columns = ", ".join(f'"{n}"' for n in names)
     updates = ", ".join(f'"{n}" = excluded."{n}"' for n in names if n not in key)
     keys = ", ".join(f'"{k}"' for k in key)
@@ -395,9 +403,7 @@ def update_frame(conn: Connection, table: Table, frame, key: str, fixed: dict | 
         return 0
     names = [c.name for c in table.columns if c.name in frame.columns]
 
-    def values_of(part) -> list[list]:
-        return [column_values(part[n], table.c[n].type) for n in names]
-
+    values_of = partial(_values, conn, table, names)
     others = [n for n in names if n != key]
     quote = conn.dialect.identifier_preparer.quote
     temp, target, columns = f"tmp_update_{table.name}", quote(table.name), ", ".join(quote(n) for n in names)
@@ -406,7 +412,7 @@ def update_frame(conn: Connection, table: Table, frame, key: str, fixed: dict | 
         conn.exec_driver_sql(
             f"CREATE TEMPORARY TABLE {quote(temp)} ON COMMIT DROP AS SELECT {columns} FROM {target} WITH NO DATA"
         )
-        _copy(conn, temp, names, (zip(*values_of(part)) for part in _slices(frame)))
+        _copy(conn, temp, names, _rows(values_of, frame))
     else:  # one UPDATE ... FROM too (SQLite >= 3.33): an UPDATE per row took 4 s for a 1M run's 184k drafts
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{quote(temp)}")
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {quote(temp)} AS SELECT {columns} FROM {target} WHERE 0")

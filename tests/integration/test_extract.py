@@ -178,3 +178,25 @@ def test_a_table_read_in_parts_is_the_table_read_at_once(engine, monkeypatch):
             for column in frame.columns:
                 if frame[column].dtype == object:
                     assert frame[column].map(type).tolist() == whole[name][column].map(type).tolist(), (rows, column)
+
+
+def test_a_query_read_in_parts_yields_full_parts_then_the_rest_and_one_empty_frame_for_no_rows(engine):
+    """dialect.read_frames: parts of at most `rows` rows, in order, none empty unless the query has no row (then
+    exactly one empty frame with the query's columns), whether or not the row count is a multiple of `rows`."""
+    from sqlalchemy import select
+
+    from flexbill.db.dialect import read_frames
+
+    init_db(engine)
+    op = Operator(engine)
+    op.location(1)
+    for i in range(1, 7):
+        op.customer(i)
+    query = select(s.customers.c.id).order_by(s.customers.c.id)
+    with engine.connect() as conn:
+        for rows, sizes in ((3, [3, 3]), (4, [4, 2]), (6, [6]), (7, [6]), (0, [6])):
+            parts = list(read_frames(conn, query, rows=rows))
+            assert [len(p) for p in parts] == sizes, rows
+            assert [int(v) for p in parts for v in p["id"]] == list(range(1, 7))
+        nothing = list(read_frames(conn, query.where(s.customers.c.id > 99), rows=3))
+    assert len(nothing) == 1 and len(nothing[0]) == 0 and nothing[0].columns.tolist() == ["id"]

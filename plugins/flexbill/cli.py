@@ -9,7 +9,6 @@ from datetime import date
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import FlexbillError, InputError
 from .inputs import check_actor, parse_date
@@ -334,15 +333,9 @@ def backfill(
     from .clock import check_cutoff, utcnow
 
     check_cutoff(last, utcnow(), allow_future, "--to")
-    with Progress(
-        TextColumn("[bold]backfill"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
+    from .summary import backfill_bar
+
+    with backfill_bar(err) as bar:
         task = bar.add_task("", total=total)
 
         def step(summary) -> None:

@@ -17,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .db import dialect
 from .db import schema as s
@@ -371,14 +370,7 @@ def run_demo(url: str | None, days: int, customers: int, seed: int, console: Con
         f"[{time.perf_counter() - t0:.1f}s]"
     )
     t1 = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]backfill"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=progress_console,
-    ) as bar:
+    with summary.backfill_bar(progress_console) as bar:
         task = bar.add_task("", total=days)
         backfill(
             engine, first, WINDOW_END, progress=lambda r: bar.update(task, advance=1, description=f"{r.billing_date}")

@@ -5,11 +5,24 @@ from __future__ import annotations
 from datetime import date
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 from sqlalchemy import func, select
 
 from . import figures
 from .db import schema as s
+
+
+def backfill_bar(console: Console) -> Progress:
+    """A backfill's progress bar (one step a date, the step's text after the count), on `console`."""
+    return Progress(
+        TextColumn("[bold]backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def _table(title: str, *columns: str) -> RichTable:

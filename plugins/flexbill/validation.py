@@ -565,13 +565,13 @@ def _missing_required(name: str, frame):
     import pandas as pd
 
     from .db import schema
-    from .db.extract import _parsed_name
+    from .db.extract import parsed_name
 
     notes: list = [None] * len(frame)
     for column in schema.metadata.tables[name].columns:
         if column.primary_key:
             continue
-        parsed = _parsed_name(column)
+        parsed = parsed_name(column)
         raw = frame.get(f"{column.name}__raw")
         malformed = raw.notna().to_numpy() if raw is not None else None
         missing = frame[parsed].isna().to_numpy() if not column.nullable else None

@@ -162,7 +162,7 @@ def _parse(df: pd.DataFrame, columns: list) -> pd.DataFrame:
         else:
             raw = df[column.name]
             parsed, bad = _parse_text(raw, kind)
-        out[_parsed_name(column)] = parsed  # exact integers for money: price_cents, tax_rate_e4
+        out[parsed_name(column)] = parsed  # exact integers for money: price_cents, tax_rate_e4
         if bad.any():
             out[f"{column.name}__raw"] = raw.where(bad)
     return out
@@ -213,11 +213,11 @@ def read_table(
     df = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     del parts
     # the columns in the order one part gives them: a `__raw` column right after its value, where any part has one
-    names = [n for c in wanted for n in (_parsed_name(c), f"{c.name}__raw") if n in df.columns]
+    names = [n for c in wanted for n in (parsed_name(c), f"{c.name}__raw") if n in df.columns]
     return df[names].reset_index(drop=True)
 
 
-def _parsed_name(column) -> str:
+def parsed_name(column) -> str:
     """The frame's name for a source column: money and other NUMERIC(p, s) as exact integers (price_cents,
     tax_rate_e4), everything else by its own name."""
     kind = column.type
